@@ -1,0 +1,64 @@
+"""Progress lines for long transfers: at a steady interval, never one per file."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+
+class Progress:
+    """Thread-safe counters that log done/total, rate and ETA at most every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        total_bytes: int | None,
+        total_files: int | None,
+        logger: logging.Logger,
+        interval: float = 10.0,
+    ) -> None:
+        self.what = what
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.bytes = 0
+        self.files = 0
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self._next = self.started + interval
+
+    def add(self, nbytes: int = 0, files: int = 0) -> None:
+        """Count ``nbytes`` and ``files`` more; log a progress line when the interval has passed."""
+        with self._lock:
+            self.bytes += nbytes
+            self.files += files
+            now = time.monotonic()
+            if now < self._next:
+                return
+            self._next = now + self._interval
+            line = self._line(now)
+        self._logger.info("%s", line)
+
+    def elapsed(self) -> float:
+        """Seconds since the transfer started."""
+        return time.monotonic() - self.started
+
+    def _line(self, now: float) -> str:
+        seconds = max(now - self.started, 1e-9)
+        rate = self.bytes / seconds
+        parts = [f"{self.what}: {_mb(self.bytes)}"]
+        if self.total_bytes:
+            parts[0] += f" of {_mb(self.total_bytes)} ({100 * self.bytes / self.total_bytes:.0f}%)"
+        if self.total_files:
+            parts.append(f"{self.files} of {self.total_files} files")
+        parts.append(f"{rate / 1e6:.1f} MB/s")
+        if self.total_bytes and rate > 0 and self.bytes < self.total_bytes:
+            parts.append(f"ETA {(self.total_bytes - self.bytes) / rate:.0f} s")
+        return ", ".join(parts)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
