@@ -350,7 +350,7 @@ def _parse_uri(text: str) -> dict[str, Any]:
     uri = ""
     options: dict[str, str] = {}
     for index, field in enumerate(fields):
-        if "=" not in field:
+        if "=" not in field or "://" in field.partition("=")[0]:
             if index == 0:
                 uri = field
                 continue
@@ -377,7 +377,9 @@ def _parse_uri(text: str) -> dict[str, Any]:
             raise InvalidSpecError(
                 f"invalid publisher option {field!r} in {shown!r}: expected opt=name=value or option=name=value"
             )
-    uri = uri.strip().strip("'\"")
+    uri = uri.strip()
+    if len(uri) >= 2 and uri[0] == uri[-1] and uri[0] in "'\"":
+        uri = uri[1:-1].strip()
     params: dict[str, Any] = {}
     scheme, sep, rest = uri.partition("://")
     if not sep:
