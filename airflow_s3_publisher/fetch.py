@@ -16,12 +16,12 @@ from typing import Any
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz, safe_join
-from airflow_s3_publisher.progress import Progress
+from airflow_s3_publisher.progress import LogLike, Progress
 from airflow_s3_publisher.result import PublishedResult, sha256_digest
 from airflow_s3_publisher.s3 import (
-    MiB,
     Connection,
     HashingReader,
+    MiB,
     TransferOptions,
     b64,
     connect,
@@ -41,7 +41,7 @@ def fetch(
     filter: str | None = None,  # noqa: A002 - the S3 input source calls it Filter
     max_extract_bytes: int = DEFAULT_MAX_EXTRACT_BYTES,
     transfer: TransferOptions | None = None,
-    logger: logging.Logger | None = None,
+    logger: LogLike | None = None,
 ) -> Path:
     """Download what ``result`` describes into ``destination`` and return ``destination``.
 
@@ -92,7 +92,7 @@ def _fetch_object(
     *,
     extract: bool,
     max_bytes: int,
-    logger: logging.Logger,
+    logger: LogLike,
 ) -> None:
     expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
     body = get_object(conn, spec.bucket, spec.key, spec.version_id)
@@ -127,7 +127,7 @@ def _fetch_prefix(
     regex: re.Pattern[str] | None,
     staging: Path,
     options: TransferOptions,
-    logger: logging.Logger,
+    logger: LogLike,
 ) -> int:
     wanted: list[tuple[str, Path]] = []
     for key, _size in list_keys(conn, spec.bucket, spec.key):

@@ -9,11 +9,12 @@ from airflow.sdk import BaseOperator
 
 from airflow_s3_publisher.fetch import fetch
 from airflow_s3_publisher.publish import publish
-from airflow_s3_publisher.s3 import TransferOptions
 from airflow_s3_publisher.spec import check_static_settings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_s3_publisher.s3 import TransferOptions
 
 
 class S3PublishOperator(BaseOperator):

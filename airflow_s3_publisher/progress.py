@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
+from typing import Any, Protocol
+
+
+class LogLike(Protocol):
+    """What is needed of a logger: a ``logging.Logger`` or the operator's ``self.log``."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
 
 
 class Progress:
@@ -16,7 +24,7 @@ class Progress:
         *,
         total_bytes: int | None,
         total_files: int | None,
-        logger: logging.Logger,
+        logger: LogLike,
         interval: float = 10.0,
     ) -> None:
         self.what = what

@@ -13,7 +13,7 @@ from typing import Any
 from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, SourceError
 from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
 from airflow_s3_publisher.packing import SourceEntry, collect_source, write_tar_gz
-from airflow_s3_publisher.progress import Progress
+from airflow_s3_publisher.progress import LogLike, Progress
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.s3 import (
     Connection,
@@ -46,7 +46,7 @@ def publish(
     allow_empty: bool = False,
     transfer: TransferOptions | None = None,
     now: datetime | None = None,
-    logger: logging.Logger | None = None,
+    logger: LogLike | None = None,
 ) -> PublishedResult:
     """Publish ``source`` (a file or a directory) to S3 and describe exactly what was stored.
 
@@ -81,10 +81,7 @@ def publish(
             f"source {os.fspath(source)!r} has no file to publish; pass allow_empty=True to publish "
             "an empty result anyway"
         )
-    if spec.compress:
-        targets = {object_key: files}
-    else:
-        targets = _plain_keys(object_key, files, single=Path(source).is_file())
+    targets = {object_key: files} if spec.compress else _plain_keys(object_key, files, single=Path(source).is_file())
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
     total = sum(entry.size for entry in files)
     logger.info(

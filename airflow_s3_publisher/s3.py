@@ -344,7 +344,8 @@ class MultipartWriter:
                 bucket=self.bucket,
                 key=self.key,
             )
-        assert self._pool is not None and self._slots is not None
+        assert self._pool is not None
+        assert self._slots is not None
         self._raise_failed_part()
         self._slots.acquire()  # bounds the parts held in memory
         number = len(self._parts) + 1

@@ -41,10 +41,8 @@ def is_templated(value: object) -> bool:
         return "{{" in value or "{%" in value
     if isinstance(value, Mapping):
         return any(is_templated(v) for v in value.values())
-    if isinstance(value, (bool, int, float)) or value is None:
-        return False
-    # XComArg, PlainXComArg and friends: resolved at run time.
-    return True
+    # XComArg, PlainXComArg and friends are resolved at run time.
+    return not (isinstance(value, (bool, int, float)) or value is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +127,13 @@ def build_publisher_spec(
     for name in ("bucket", "key"):
         if not settings.get(name):
             raise InvalidSpecError(_MISSING[name])
-    spec = PublisherSpec(
+    return PublisherSpec(
         bucket=validate_bucket(_text(settings["bucket"], "bucket")),
         key=validate_key_template(_text(settings["key"], "key")),
         endpoint=validate_endpoint(_text(settings.get("endpoint") or "", "endpoint")),
         region=validate_region(_text(settings.get("region") or "", "region")),
         compress=parse_bool(settings.get("compress", False), "compress"),
     )
-    return spec
 
 
 def check_static_settings(
@@ -311,6 +308,7 @@ def _params_of_dict(publisher: Mapping[Any, Any]) -> dict[str, Any]:
 
 def _params_to_settings(params: Mapping[Any, Any], *, source: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
+    encoding: Any = None
     for raw_name, value in params.items():
         name = str(raw_name).strip().lower()
         if name not in PARAM_NAMES:
@@ -321,19 +319,18 @@ def _params_to_settings(params: Mapping[Any, Any], *, source: str) -> dict[str, 
         if value is None:
             continue
         if name == "encoding":
-            enc = value.strip().lower() if isinstance(value, str) else value
-            if enc not in _ENCODINGS:
-                raise InvalidSpecError(f"invalid encoding {value!r} in {source}: expected 'gzip' or 'plain'")
-            compress = _ENCODINGS[enc]
-            if "compress" in settings and not is_templated(settings["compress"]):
-                if parse_bool(settings["compress"], "compress") != compress:
-                    raise InvalidSpecError(f"Compress and Encoding={value!r} disagree in {source}")
-            settings["compress"] = compress
-            continue
-        if name == "compress" and "compress" in settings and not is_templated(value):
-            if parse_bool(value, "compress") != settings["compress"]:
-                raise InvalidSpecError(f"Compress={value!r} and Encoding disagree in {source}")
-        settings[name] = value
+            encoding = value
+        else:
+            settings[name] = value
+    if encoding is not None and not is_templated(encoding):
+        # Newer Bacalhau spells compression Encoding: gzip|plain.
+        compress = _ENCODINGS.get(encoding.strip().lower() if isinstance(encoding, str) else "")
+        if compress is None:
+            raise InvalidSpecError(f"invalid encoding {encoding!r} in {source}: expected 'gzip' or 'plain'")
+        given = settings.get("compress")
+        if given is not None and not is_templated(given) and parse_bool(given, "compress") != compress:
+            raise InvalidSpecError(f"Compress={given!r} and Encoding={encoding!r} disagree in {source}")
+        settings["compress"] = compress
     return settings
 
 

@@ -143,7 +143,8 @@ def test_run_info_from_an_airflow_3_context_without_logical_date() -> None:
 def test_every_placeholder_is_documented_and_renders() -> None:
     template = "/".join("{" + name + "}" for name in PLACEHOLDERS)
     key = render_key(template, compress=False, run=RUN, now=NOW)
-    assert "{" not in key and key.count("/") == len(PLACEHOLDERS)
+    assert "{" not in key
+    assert key.count("/") == len(PLACEHOLDERS)
 
 
 @settings(max_examples=400, deadline=None)

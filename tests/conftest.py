@@ -1,0 +1,93 @@
+"""Shared pytest fixtures for the airflow-s3-publisher test suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Make the repository's `tools/` helpers importable as `tools.*` (they are not part of the package).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Airflow reads its configuration when first imported: point it at a throwaway home before anything does.
+from tests.airflow_harness import configure_airflow_home, init_db  # noqa: E402
+
+AIRFLOW_HOME = configure_airflow_home()
+
+import contextlib  # noqa: E402
+import shutil  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import pytest  # noqa: E402
+from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
+
+from tools.seaweed import TEST_IDENTITIES, WRITE_ONLY_BUCKET, SeaweedServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+# ======================================================================================================
+# S3: one SeaweedFS server per test session (see tools/seaweed.py for ADMIN, WRITER and READER)
+# ======================================================================================================
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A running SeaweedFS S3 server with the ADMIN, WRITER and READER identities (ADMIN is the default).
+
+    The bucket WRITE_ONLY_BUCKET ("pub-writeonly") exists: WRITER may only write to it, READER may only
+    read and list it.
+    """
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), TEST_IDENTITIES)
+    try:
+        server.start()
+        server.create_bucket(WRITE_ONLY_BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_admin(seaweed: SeaweedServer) -> S3Client:
+    """A boto3 S3 client for the ADMIN identity."""
+    return seaweed.client()
+
+
+def _new_bucket(seaweed: SeaweedServer, *, versioned: bool) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    seaweed.create_bucket(name, versioned=versioned)
+    yield name
+    # Each non-empty bucket holds a volume slot; SeaweedFS deletes non-empty buckets, so this frees it.
+    with contextlib.suppress(BotoCoreError, ClientError):  # best effort: the server is thrown away anyway
+        seaweed.client().delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedServer) -> Iterator[str]:
+    """The name of a fresh, empty, unversioned bucket (`t-<8 hex>`), deleted after the test."""
+    yield from _new_bucket(seaweed, versioned=False)
+
+
+@pytest.fixture
+def versioned_bucket(seaweed: SeaweedServer) -> Iterator[str]:
+    """The name of a fresh, empty bucket with versioning enabled, deleted after the test."""
+    yield from _new_bucket(seaweed, versioned=True)
+
+
+# ======================================================================================================
+# Airflow: one metadata DB (SQLite in a temp AIRFLOW_HOME) per test session
+# ======================================================================================================
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    """AIRFLOW_HOME with its metadata DB created; its ``dags`` folder is the DAGs folder."""
+    init_db()
+    try:
+        yield AIRFLOW_HOME
+    finally:
+        shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""Helpers shared by the tests (no fixtures here: those live in conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tools.seaweed import REGION, Identity, SeaweedServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def use_connection(
+    monkeypatch: pytest.MonkeyPatch, conn_id: str, server: SeaweedServer, identity: Identity, **extra: Any
+) -> str:
+    """Define Airflow AWS connection ``conn_id`` (as an environment variable) for ``identity``."""
+    connection = {
+        "conn_type": "aws",
+        "login": identity.access_key,
+        "password": identity.secret_key,
+        "extra": {"endpoint_url": server.endpoint, "region_name": REGION, **extra},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    return conn_id
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative POSIX path -> content) below ``root``."""
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` as relative POSIX path -> content."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sha256_b64(data: bytes) -> str:
+    """Base64 SHA-256, as S3 and PublishedResult write it."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def objects_below(s3: S3Client, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    """Every object below ``prefix`` as key -> content."""
+    found: dict[str, bytes] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+SAMPLE_FILES: dict[str, bytes] = {
+    "stdout": b"hello from the task\n",
+    "outputs/result.csv": b"id,value\n1,2\n",
+    "outputs/nested/deep/file.bin": bytes(range(256)) * 40,
+    "outputs/unicode-\u00e9t\u00e9.txt": "\u00e9t\u00e9\n".encode(),
+}

@@ -1,0 +1,145 @@
+"""fetch(): the S3 input source, against a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_s3_publisher import fetch, publish
+from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
+from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
+from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def admin_conn(monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> str:
+    return use_connection(monkeypatch, "s3_admin", seaweed, ADMIN)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "out", SAMPLE_FILES)
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Everything in the directory that holds ``path`` (to show nothing changed, staging included)."""
+    return read_tree(path.parent) | {f"dir:{p.name}": b"" for p in path.parent.iterdir()}
+
+
+def test_archive_round_trip(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
+    result = publish(source, bucket=bucket, key="rt", compress=True, aws_conn_id=admin_conn)
+    dest = fetch(result.to_dict(), tmp_path / "in", aws_conn_id=admin_conn)
+    assert dest == tmp_path / "in"
+    assert read_tree(dest) == SAMPLE_FILES
+
+
+def test_archive_without_extract_is_the_stored_object(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=bucket, key="raw", compress=True, aws_conn_id=admin_conn)
+    dest = fetch(result, tmp_path / "in", extract=False, aws_conn_id=admin_conn)
+    (only,) = dest.iterdir()
+    assert only.name == "raw.tar.gz"
+    assert sha256_b64(only.read_bytes()) == result.checksum_sha256
+
+
+def test_prefix_keeps_relative_paths(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
+    result = publish(source, bucket=bucket, key="plain", aws_conn_id=admin_conn)
+    assert read_tree(fetch(result, tmp_path / "in", aws_conn_id=admin_conn)) == SAMPLE_FILES
+
+
+def test_prefix_filter(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
+    result = publish(source, bucket=bucket, key="plain", aws_conn_id=admin_conn)
+    spec = {**result.to_dict()["Params"], "Filter": r"\.(csv|txt)$"}
+    fetched = read_tree(fetch(spec, tmp_path / "in", aws_conn_id=admin_conn))
+    assert fetched == {k: v for k, v in SAMPLE_FILES.items() if k.endswith((".csv", ".txt"))}
+    override = read_tree(fetch(spec, tmp_path / "in2", filter="^stdout$", aws_conn_id=admin_conn))
+    assert override == {"stdout": SAMPLE_FILES["stdout"]}
+
+
+def test_prefix_does_not_take_sibling_prefixes(bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path) -> None:
+    s3_admin.put_object(Bucket=bucket, Key="data/a.txt", Body=b"a")
+    s3_admin.put_object(Bucket=bucket, Key="data-other/b.txt", Body=b"b")
+    assert read_tree(fetch({"Bucket": bucket, "Key": "data/"}, tmp_path / "in", aws_conn_id=admin_conn)) == {
+        "a.txt": b"a"
+    }
+
+
+@pytest.mark.parametrize("form", ["base64", "hex", "0xhex"])
+def test_checksum_forms_accepted(source: Path, bucket: str, admin_conn: str, tmp_path: Path, form: str) -> None:
+    result = publish(source, bucket=bucket, key="forms", compress=True, aws_conn_id=admin_conn)
+    raw = base64.b64decode(result.checksum_sha256)
+    text = {"base64": result.checksum_sha256, "hex": raw.hex(), "0xhex": "0x" + raw.hex()}[form]
+    spec = {**result.to_dict()["Params"], "ChecksumSHA256": text}
+    assert read_tree(fetch(spec, tmp_path / "in", aws_conn_id=admin_conn)) == SAMPLE_FILES
+
+
+def test_checksum_mismatch_leaves_destination_as_it_was(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=bucket, key="tamper", compress=True, aws_conn_id=admin_conn)
+    dest = make_tree(tmp_path / "keep" / "dest", {"existing.txt": b"mine"})
+    before = snapshot(dest)
+    wrong = {**result.to_dict()["Params"], "ChecksumSHA256": sha256_b64(b"something else")}
+    with pytest.raises(ChecksumMismatchError, match="nothing was written"):
+        fetch(wrong, dest, aws_conn_id=admin_conn)
+    assert snapshot(dest) == before
+
+
+def test_tampered_object_detected(
+    source: Path, versioned_bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=versioned_bucket, key="t", compress=True, aws_conn_id=admin_conn)
+    s3_admin.put_object(Bucket=versioned_bucket, Key=result.key, Body=b"replaced")
+    # Pinned to its version, the original is still fetched and verified...
+    assert read_tree(fetch(result, tmp_path / "a", aws_conn_id=admin_conn)) == SAMPLE_FILES
+    # ...while the latest object no longer matches the published checksum.
+    latest = {**result.to_dict()["Params"], "VersionID": ""}
+    with pytest.raises(ChecksumMismatchError):
+        fetch(latest, tmp_path / "b", aws_conn_id=admin_conn)
+    assert not (tmp_path / "b").exists()
+
+
+def test_missing_version_leaves_destination_untouched(
+    source: Path, versioned_bucket: str, admin_conn: str, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=versioned_bucket, key="v", compress=True, aws_conn_id=admin_conn)
+    dest = make_tree(tmp_path / "keep" / "dest", {"existing.txt": b"mine"})
+    before = snapshot(dest)
+    gone = {**result.to_dict()["Params"], "VersionID": "3HL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY"}
+    with pytest.raises(S3RequestError, match="GetObject"):
+        fetch(gone, dest, aws_conn_id=admin_conn)
+    assert snapshot(dest) == before
+
+
+def test_read_only_credentials_can_fetch_an_object(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer, admin_conn: str
+) -> None:
+    result = publish(source, bucket=WRITE_ONLY_BUCKET, key="for-reader", compress=True, aws_conn_id=admin_conn)
+    reader = use_connection(monkeypatch, "s3_reader", seaweed, READER)
+    assert read_tree(fetch(result, tmp_path / "in", aws_conn_id=reader)) == SAMPLE_FILES
+
+
+def test_keys_that_would_escape_destination_are_refused(
+    bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    s3_admin.put_object(Bucket=bucket, Key="p/../../escape.txt", Body=b"x")
+    with pytest.raises(UnsafeArchiveError):
+        fetch({"Bucket": bucket, "Key": "p/"}, tmp_path / "in", aws_conn_id=admin_conn)
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_merges_into_an_existing_destination(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
+    result = publish(source, bucket=bucket, key="m", compress=True, aws_conn_id=admin_conn)
+    dest = make_tree(tmp_path / "in", {"mine.txt": b"kept", "stdout": b"old"})
+    fetch(result, dest, aws_conn_id=admin_conn)
+    assert read_tree(dest) == {**SAMPLE_FILES, "mine.txt": b"kept"}
+    assert hashlib.sha256((dest / "stdout").read_bytes()).digest() == hashlib.sha256(SAMPLE_FILES["stdout"]).digest()

@@ -1,0 +1,245 @@
+"""publish() against a real SeaweedFS server: layout, checksums, versions, least privilege, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import airflow_s3_publisher.publish as publish_module
+import airflow_s3_publisher.s3 as s3_module
+from airflow_s3_publisher import PublishedResult, fetch, publish
+from airflow_s3_publisher.exceptions import PublishError, S3RequestError, SourceError
+from airflow_s3_publisher.s3 import MiB, TransferOptions
+from tests.support import SAMPLE_FILES, make_tree, objects_below, read_tree, sha256_b64, use_connection
+from tools.seaweed import ADMIN, WRITE_ONLY_BUCKET, WRITER, Identity, SeaweedServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PUT_ONLY = {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
+SMALL_PARTS = TransferOptions(part_size=5 * MiB, concurrency=4)
+
+
+@pytest.fixture
+def admin_conn(monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> str:
+    return use_connection(monkeypatch, "s3_admin", seaweed, ADMIN)
+
+
+@pytest.fixture
+def writer_conn(monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> str:
+    return use_connection(monkeypatch, "s3_writer", seaweed, WRITER)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "out", SAMPLE_FILES)
+
+
+@pytest.fixture
+def operations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of every S3 operation publish() sends."""
+    seen: list[str] = []
+    real_connect = publish_module.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> s3_module.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.client.meta.events.register("before-call.s3", lambda model, **_: seen.append(model.name))
+        return conn
+
+    monkeypatch.setattr(publish_module, "connect", recording_connect)
+    return seen
+
+
+def archive_members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+class TestPlain:
+    def test_directory_becomes_one_object_per_file(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, seaweed: SeaweedServer
+    ) -> None:
+        result = publish(source, f"s3://{bucket}/runs/one", aws_conn_id=admin_conn)
+        assert result == PublishedResult(bucket, "runs/one/", "us-east-1", seaweed.endpoint, "", "")
+        assert objects_below(s3_admin, bucket) == {f"runs/one/{k}": v for k, v in SAMPLE_FILES.items()}
+
+    def test_single_file_is_key_plus_file_name(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
+        result = publish(source / "outputs" / "result.csv", bucket=bucket, key="single", aws_conn_id=admin_conn)
+        assert result.key == "single/"
+        assert objects_below(s3_admin, bucket) == {"single/result.csv": SAMPLE_FILES["outputs/result.csv"]}
+
+    def test_large_file_goes_multipart_with_right_bytes(
+        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+    ) -> None:
+        data = os.urandom(12 * MiB + 123)
+        make_tree(tmp_path / "big", {"big.bin": data, "small.txt": b"x"})
+        publish(tmp_path / "big", bucket=bucket, key="mp/", aws_conn_id=admin_conn, transfer=SMALL_PARTS)
+        stored = objects_below(s3_admin, bucket, "mp/")
+        assert hashlib.sha256(stored["mp/big.bin"]).digest() == hashlib.sha256(data).digest()
+        assert stored["mp/small.txt"] == b"x"
+        assert operations.count("UploadPart") == 3
+        assert set(operations) <= PUT_ONLY
+
+
+class TestCompressed:
+    def test_one_archive_whose_checksum_is_the_stored_bytes(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+    ) -> None:
+        result = publish(source, f"s3://{bucket}/arch/run,opt=compress=true", aws_conn_id=admin_conn)
+        assert result.key == "arch/run.tar.gz"
+        stored = objects_below(s3_admin, bucket)
+        assert list(stored) == ["arch/run.tar.gz"]
+        assert result.checksum_sha256 == sha256_b64(stored["arch/run.tar.gz"])
+        # The archive root is the content of the source: no extra top folder.
+        assert archive_members(stored["arch/run.tar.gz"]) == SAMPLE_FILES
+        assert operations == ["PutObject"]
+        head = s3_admin.head_object(Bucket=bucket, Key=result.key)
+        assert head["ContentType"] == "application/gzip"
+
+    def test_single_file_sits_at_archive_root(self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str) -> None:
+        result = publish(source / "stdout", bucket=bucket, key="one.tar.gz", compress=True, aws_conn_id=admin_conn)
+        data = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
+        assert archive_members(data) == {"stdout": SAMPLE_FILES["stdout"]}
+
+    def test_multipart_archive_checksum_is_of_the_whole_object(
+        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+    ) -> None:
+        make_tree(tmp_path / "src", {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000})
+        result = publish(
+            tmp_path / "src", bucket=bucket, key="mp", compress=True, aws_conn_id=admin_conn, transfer=SMALL_PARTS
+        )
+        stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
+        assert operations.count("UploadPart") >= 3
+        assert set(operations) <= PUT_ONLY
+        # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
+        assert result.checksum_sha256 == sha256_b64(stored)
+
+    def test_versioned_bucket_gives_the_version_of_each_publish(
+        self, tmp_path: Path, versioned_bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
+        results = []
+        for text in (b"first\n", b"second\n"):
+            src = make_tree(tmp_path / text.decode().strip(), {"out.txt": text})
+            results.append(publish(src, bucket=versioned_bucket, key="same", compress=True, aws_conn_id=admin_conn))
+        first, second = results
+        assert first.key == second.key
+        assert first.version_id and second.version_id and first.version_id != second.version_id
+        for result, text in zip(results, (b"first\n", b"second\n"), strict=True):
+            data = s3_admin.get_object(Bucket=versioned_bucket, Key=result.key, VersionId=result.version_id)
+            assert sha256_b64(data["Body"].read()) == result.checksum_sha256
+            dest = fetch(result, tmp_path / f"fetched-{result.version_id}", aws_conn_id=admin_conn)
+            assert read_tree(dest) == {"out.txt": text}
+
+    def test_unversioned_bucket_gives_empty_version(self, source: Path, bucket: str, admin_conn: str) -> None:
+        assert publish(source, bucket=bucket, key="k", compress=True, aws_conn_id=admin_conn).version_id == ""
+
+    def test_server_rejects_bytes_that_do_not_match_the_sent_checksum(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(s3_module, "b64", lambda digest: sha256_b64(b"not these bytes"))
+        with pytest.raises(PublishError, match="BadDigest|checksum|Checksum") as err:
+            publish(source, bucket=bucket, key="k", compress=True, aws_conn_id=admin_conn)
+        assert isinstance(err.value.__cause__, S3RequestError)
+        assert objects_below(s3_admin, bucket) == {}
+
+
+class TestLeastPrivilege:
+    @pytest.mark.parametrize("compress", [False, True])
+    def test_write_only_credentials_can_publish(
+        self, source: Path, writer_conn: str, s3_admin: S3Client, compress: bool, operations: list[str]
+    ) -> None:
+        key = f"least-privilege-{compress}"
+        result = publish(source, bucket=WRITE_ONLY_BUCKET, key=key, compress=compress, aws_conn_id=writer_conn)
+        assert set(operations) <= PUT_ONLY
+        assert objects_below(s3_admin, WRITE_ONLY_BUCKET, result.key)
+
+    def test_write_only_credentials_can_publish_multipart(
+        self, tmp_path: Path, writer_conn: str, s3_admin: S3Client
+    ) -> None:
+        make_tree(tmp_path / "src", {"r.bin": os.urandom(11 * MiB)})
+        result = publish(
+            tmp_path / "src", bucket=WRITE_ONLY_BUCKET, key="mp-writer", compress=True, aws_conn_id=writer_conn,
+            transfer=SMALL_PARTS,
+        )
+        data = s3_admin.get_object(Bucket=WRITE_ONLY_BUCKET, Key=result.key)["Body"].read()
+        assert sha256_b64(data) == result.checksum_sha256
+
+    def test_missing_permission_names_permission_and_bucket(self, source: Path, writer_conn: str, bucket: str) -> None:
+        with pytest.raises(PublishError, match=rf"s3:PutObject on arn:aws:s3:::{bucket}/denied/") as err:
+            publish(source, bucket=bucket, key="denied", aws_conn_id=writer_conn)
+        assert isinstance(err.value.__cause__, S3RequestError)
+        assert err.value.__cause__.code == "AccessDenied"
+
+    def test_bad_credentials_fail_clearly_without_leaking_the_secret(
+        self, source: Path, bucket: str, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        wrong = Identity("nobody", ADMIN.access_key, "Wrong-Secret-Value-123456", ())
+        conn = use_connection(monkeypatch, "s3_wrong", seaweed, wrong)
+        with pytest.raises(PublishError, match="SignatureDoesNotMatch|InvalidAccessKeyId") as err:
+            publish(source, bucket=bucket, key="k", compress=True, aws_conn_id=conn)
+        assert "Wrong-Secret-Value-123456" not in str(err.value)
+        assert "Wrong-Secret-Value-123456" not in str(err.value.__cause__)
+
+
+class TestCredentialsAndEndpoint:
+    def test_default_chain_when_the_connection_does_not_exist(
+        self, source: Path, bucket: str, seaweed: SeaweedServer, s3_admin: S3Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ADMIN.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ADMIN.secret_key)
+        monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CONN", raising=False)
+        result = publish(
+            source, bucket=bucket, key="env", endpoint=seaweed.endpoint, region="eu-west-1",
+            aws_conn_id="no_such_conn",
+        )
+        assert (result.endpoint, result.region) == (seaweed.endpoint, "eu-west-1")
+        assert len(objects_below(s3_admin, bucket, "env/")) == len(SAMPLE_FILES)
+
+    def test_endpoint_and_region_override_the_connection(
+        self, source: Path, bucket: str, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        conn = use_connection(monkeypatch, "s3_elsewhere", seaweed, ADMIN)
+        # The connection points at a closed port; the explicit endpoint wins.
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_S3_ELSEWHERE",
+            os.environ["AIRFLOW_CONN_S3_ELSEWHERE"].replace(seaweed.endpoint, "http://127.0.0.1:9"),
+        )
+        result = publish(source, f"s3://{bucket}/o,opt=endpoint={seaweed.endpoint},opt=region=ap-south-1",
+                         aws_conn_id=conn)
+        assert (result.endpoint, result.region) == (seaweed.endpoint, "ap-south-1")
+
+    def test_unreachable_endpoint_fails_in_bounded_time(self, source: Path, admin_conn: str) -> None:
+        options = TransferOptions(max_attempts=2, connect_timeout=1, read_timeout=2)
+        with pytest.raises(PublishError, match="EndpointConnectionError|ConnectTimeout"):
+            publish(source, bucket="some-bucket", key="k", endpoint="http://127.0.0.1:9", aws_conn_id=admin_conn,
+                    transfer=options)
+
+
+class TestNothingHalfPublished:
+    def test_empty_source_refused_by_default(self, tmp_path: Path, bucket: str, admin_conn: str) -> None:
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(SourceError, match="no file to publish"):
+            publish(tmp_path / "empty", bucket=bucket, key="k", aws_conn_id=admin_conn)
+
+    def test_empty_source_allowed_gives_an_empty_archive(
+        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
+        (tmp_path / "empty").mkdir()
+        result = publish(tmp_path / "empty", bucket=bucket, key="k", compress=True, allow_empty=True,
+                         aws_conn_id=admin_conn)
+        assert archive_members(s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()) == {}
+
+    def test_bad_key_refused_before_any_upload(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+    ) -> None:
+        with pytest.raises(Exception, match="1025|bytes once rendered"):
+            publish(source, bucket=bucket, key="k/" + "x" * 1010, aws_conn_id=admin_conn)
+        assert operations == []
