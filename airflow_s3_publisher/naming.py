@@ -178,8 +178,7 @@ def _check_key_text(text: str, shown: str) -> None:
     control = _CONTROL.search(text)
     if control:
         raise InvalidSpecError(
-            f"invalid key {shown!r}: it contains the control character {control.group()!r}; "
-            "keys must be printable text"
+            f"invalid key {shown!r}: it contains the control character {control.group()!r}; keys must be printable text"
         )
     try:
         text.encode("utf-8")

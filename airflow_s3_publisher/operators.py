@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_s3_publisher.fetch import fetch
-from airflow_s3_publisher.publish import publish
+from airflow_s3_publisher.fetching import fetch
+from airflow_s3_publisher.publishing import publish
 from airflow_s3_publisher.spec import check_static_settings
 
 if TYPE_CHECKING:

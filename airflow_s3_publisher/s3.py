@@ -51,8 +51,7 @@ _HINTS = {
     "connection or the AWS_* environment variables",
     "BadDigest": "the bytes S3 received do not match the SHA-256 that was sent; nothing was stored",
     "XAmzContentChecksumMismatch": "the bytes S3 received do not match the checksum that was sent",
-    "InvalidRequest": "the store refused the request as sent; if it rejects checksums, publish with "
-    "checksum=False",
+    "InvalidRequest": "the store refused the request as sent; if it rejects checksums, publish with checksum=False",
     "PermanentRedirect": "the bucket lives in another region; set region to the bucket's region",
     "AuthorizationHeaderMalformed": "the region used to sign does not match the bucket's region",
 }
@@ -149,9 +148,7 @@ def connect(
     config = base.merge(Config(**ours))
     try:
         session = hook.get_session(region_name=region or hook.region_name)
-        client: S3Client = session.client(
-            "s3", endpoint_url=endpoint_url or None, config=config, verify=hook.verify
-        )
+        client: S3Client = session.client("s3", endpoint_url=endpoint_url or None, config=config, verify=hook.verify)
     except BotoCoreError as err:
         raise S3RequestError(
             f"could not create an S3 client for connection {aws_conn_id!r}: {type(err).__name__}",
@@ -183,8 +180,7 @@ def translate_errors(operation: str, bucket: str, key: str | None = None) -> Ite
         ) from err
     except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as err:
         raise S3RequestError(
-            f"{operation} on {_where(bucket, key)} failed after retries: {type(err).__name__} "
-            f"({_endpoint_of(err)})",
+            f"{operation} on {_where(bucket, key)} failed after retries: {type(err).__name__} ({_endpoint_of(err)})",
             operation=operation,
             bucket=bucket,
             key=key,
@@ -331,9 +327,7 @@ class MultipartWriter:
             if self.options.checksums:
                 args["ChecksumAlgorithm"] = "SHA256"
             with translate_errors("CreateMultipartUpload", self.bucket, self.key):
-                response = self.conn.client.create_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, **args
-                )
+                response = self.conn.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **args)
             self._upload_id = response["UploadId"]
             self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-part")
             self._slots = threading.BoundedSemaphore(self.options.concurrency)

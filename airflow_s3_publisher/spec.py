@@ -361,9 +361,7 @@ def _parse_uri(text: str) -> dict[str, Any]:
         elif flag in ("opt", "option"):
             name, eq, value = rest.partition("=")
             if not eq or not name.strip():
-                raise InvalidSpecError(
-                    f"invalid publisher option {field!r} in {shown!r}: expected opt=name=value"
-                )
+                raise InvalidSpecError(f"invalid publisher option {field!r} in {shown!r}: expected opt=name=value")
             if name.strip().lower() not in PARAM_NAMES:
                 raise InvalidSpecError(
                     f"unknown publisher option {name!r} in {shown!r}; valid options are "
@@ -381,13 +379,9 @@ def _parse_uri(text: str) -> dict[str, Any]:
     scheme, sep, rest = uri.partition("://")
     if not sep:
         if uri.lower() != "s3":
-            raise InvalidSpecError(
-                f"invalid publisher {shown!r}: expected an s3:// URI such as 's3://bucket/key'"
-            )
+            raise InvalidSpecError(f"invalid publisher {shown!r}: expected an s3:// URI such as 's3://bucket/key'")
     elif scheme.lower() != "s3":
-        raise InvalidSpecError(
-            f"unsupported publisher scheme {scheme!r} in {shown!r}: only s3:// is supported"
-        )
+        raise InvalidSpecError(f"unsupported publisher scheme {scheme!r} in {shown!r}: only s3:// is supported")
     else:
         bucket, _, key = rest.partition("/")
         if bucket:

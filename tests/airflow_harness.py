@@ -79,11 +79,12 @@ def run_dag(
     path = dags_folder / file_name
     module_name = f"dag_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    dag = getattr(module, "dag")
+    dag = module.dag
     assert dag.dag_id == dag_id
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     with create_session() as session:

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from tools.seaweed import REGION, Identity, SeaweedServer
 
 if TYPE_CHECKING:
+    import pytest
     from mypy_boto3_s3 import S3Client
 
 

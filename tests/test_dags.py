@@ -35,12 +35,11 @@ def test_directory_publish_dag(
 ) -> None:
     outcome = run_dag(dags_folder, "example_s3_publish.py", "s3_publish_directory", {"bucket": bucket}, logical_date)
     assert outcome.state == "success", outcome.task_states
-    job_id = "s3_publish_directory__" + "".join(
-        c if c.isalnum() or c in "._-" else "-" for c in outcome.run_id
-    )
+    job_id = "s3_publish_directory__" + "".join(c if c.isalnum() or c in "._-" else "-" for c in outcome.run_id)
 
     uri = outcome.xcoms[("publish_uri", -1)]["Params"]
-    assert uri["Key"].startswith(f"plain/{job_id}/") and uri["Key"].endswith("/")
+    assert uri["Key"].startswith(f"plain/{job_id}/")
+    assert uri["Key"].endswith("/")
     assert (uri["Bucket"], uri["VersionID"], uri["ChecksumSHA256"]) == (bucket, "", "")
     stored = objects_below(s3_admin, bucket, uri["Key"])
     assert stored == {uri["Key"] + rel: data for rel, data in SAMPLE.items()}
@@ -66,7 +65,8 @@ def test_compressed_publish_fetch_check_dag(
     result = outcome.xcoms[("publish", -1)]
     assert set(result["Params"]) == {"Bucket", "Key", "Region", "Endpoint", "VersionID", "ChecksumSHA256"}
     key = result["Params"]["Key"]
-    assert key.startswith("archives/s3_publish_fetch_roundtrip__") and key.endswith(".tar.gz")
+    assert key.startswith("archives/s3_publish_fetch_roundtrip__")
+    assert key.endswith(".tar.gz")
     stored = s3_admin.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert result["Params"]["ChecksumSHA256"] == sha256_b64(stored)
     with tarfile.open(fileobj=io.BytesIO(stored), mode="r:gz") as tar:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import airflow_s3_publisher.fetching as fetching
 from airflow_s3_publisher import fetch, publish
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
 from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
@@ -64,7 +65,9 @@ def test_prefix_filter(source: Path, bucket: str, admin_conn: str, tmp_path: Pat
     assert override == {"stdout": SAMPLE_FILES["stdout"]}
 
 
-def test_prefix_does_not_take_sibling_prefixes(bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path) -> None:
+def test_prefix_does_not_take_sibling_prefixes(
+    bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
     s3_admin.put_object(Bucket=bucket, Key="data/a.txt", Body=b"a")
     s3_admin.put_object(Bucket=bucket, Key="data-other/b.txt", Body=b"b")
     assert read_tree(fetch({"Bucket": bucket, "Key": "data/"}, tmp_path / "in", aws_conn_id=admin_conn)) == {
@@ -127,14 +130,16 @@ def test_read_only_credentials_can_fetch_an_object(
     assert read_tree(fetch(result, tmp_path / "in", aws_conn_id=reader)) == SAMPLE_FILES
 
 
+@pytest.mark.parametrize("bad", ["p/../../escape.txt", "p//abs/escape.txt", "p/a/../../../escape.txt"])
 def test_keys_that_would_escape_destination_are_refused(
-    bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
+    bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
-    s3_admin.put_object(Bucket=bucket, Key="p/../../escape.txt", Body=b"x")
+    # AWS stores such keys; SeaweedFS refuses them at PutObject, so the listing is where they come from.
+    monkeypatch.setattr(fetching, "list_keys", lambda conn, b, prefix: [("p/fine.txt", 1), (bad, 1)])
+    dest = tmp_path / "deep" / "in"
     with pytest.raises(UnsafeArchiveError):
-        fetch({"Bucket": bucket, "Key": "p/"}, tmp_path / "in", aws_conn_id=admin_conn)
-    assert not (tmp_path / "escape.txt").exists()
-    assert not (tmp_path.parent / "escape.txt").exists()
+        fetch({"Bucket": bucket, "Key": "p/"}, dest, aws_conn_id=admin_conn)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep"]
 
 
 def test_merges_into_an_existing_destination(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:

@@ -130,8 +130,12 @@ def test_key_over_limit_only_once_rendered() -> None:
 
 def test_run_info_from_an_airflow_3_context_without_logical_date() -> None:
     ti = SimpleNamespace(
-        dag_id="d", task_id="t", run_id="manual__2026-11-25T11:46:40.147346+00:00_bShfuzKm",
-        id="uuid-1", map_index=-1, try_number=1,
+        dag_id="d",
+        task_id="t",
+        run_id="manual__2026-11-25T11:46:40.147346+00:00_bShfuzKm",
+        id="uuid-1",
+        map_index=-1,
+        try_number=1,
     )
     # Airflow 3 leaves ds, ts and logical_date out of the context for such runs.
     context = {"ti": ti, "run_id": ti.run_id, "dag_run": SimpleNamespace(run_id=ti.run_id, dag_id="d")}

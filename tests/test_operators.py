@@ -38,7 +38,14 @@ def test_templated_values_wait_for_rendering() -> None:
 
 def test_every_string_setting_is_templated() -> None:
     assert set(S3PublishOperator.template_fields) >= {
-        "source", "bucket", "key", "endpoint", "region", "compress", "publisher", "aws_conn_id"
+        "source",
+        "bucket",
+        "key",
+        "endpoint",
+        "region",
+        "compress",
+        "publisher",
+        "aws_conn_id",
     }
     assert set(S3FetchOperator.template_fields) >= {"source", "destination", "filter", "aws_conn_id"}
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import airflow_s3_publisher.publish as publish_module
+import airflow_s3_publisher.publishing as publish_module
 import airflow_s3_publisher.s3 as s3_module
 from airflow_s3_publisher import PublishedResult, fetch, publish
 from airflow_s3_publisher.exceptions import PublishError, S3RequestError, SourceError
@@ -104,7 +104,9 @@ class TestCompressed:
         head = s3_admin.head_object(Bucket=bucket, Key=result.key)
         assert head["ContentType"] == "application/gzip"
 
-    def test_single_file_sits_at_archive_root(self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str) -> None:
+    def test_single_file_sits_at_archive_root(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
         result = publish(source / "stdout", bucket=bucket, key="one.tar.gz", compress=True, aws_conn_id=admin_conn)
         data = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
         assert archive_members(data) == {"stdout": SAMPLE_FILES["stdout"]}
@@ -131,7 +133,9 @@ class TestCompressed:
             results.append(publish(src, bucket=versioned_bucket, key="same", compress=True, aws_conn_id=admin_conn))
         first, second = results
         assert first.key == second.key
-        assert first.version_id and second.version_id and first.version_id != second.version_id
+        assert first.version_id
+        assert second.version_id
+        assert first.version_id != second.version_id
         for result, text in zip(results, (b"first\n", b"second\n"), strict=True):
             data = s3_admin.get_object(Bucket=versioned_bucket, Key=result.key, VersionId=result.version_id)
             assert sha256_b64(data["Body"].read()) == result.checksum_sha256
@@ -166,7 +170,11 @@ class TestLeastPrivilege:
     ) -> None:
         make_tree(tmp_path / "src", {"r.bin": os.urandom(11 * MiB)})
         result = publish(
-            tmp_path / "src", bucket=WRITE_ONLY_BUCKET, key="mp-writer", compress=True, aws_conn_id=writer_conn,
+            tmp_path / "src",
+            bucket=WRITE_ONLY_BUCKET,
+            key="mp-writer",
+            compress=True,
+            aws_conn_id=writer_conn,
             transfer=SMALL_PARTS,
         )
         data = s3_admin.get_object(Bucket=WRITE_ONLY_BUCKET, Key=result.key)["Body"].read()
@@ -197,7 +205,11 @@ class TestCredentialsAndEndpoint:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ADMIN.secret_key)
         monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CONN", raising=False)
         result = publish(
-            source, bucket=bucket, key="env", endpoint=seaweed.endpoint, region="eu-west-1",
+            source,
+            bucket=bucket,
+            key="env",
+            endpoint=seaweed.endpoint,
+            region="eu-west-1",
             aws_conn_id="no_such_conn",
         )
         assert (result.endpoint, result.region) == (seaweed.endpoint, "eu-west-1")
@@ -212,15 +224,22 @@ class TestCredentialsAndEndpoint:
             "AIRFLOW_CONN_S3_ELSEWHERE",
             os.environ["AIRFLOW_CONN_S3_ELSEWHERE"].replace(seaweed.endpoint, "http://127.0.0.1:9"),
         )
-        result = publish(source, f"s3://{bucket}/o,opt=endpoint={seaweed.endpoint},opt=region=ap-south-1",
-                         aws_conn_id=conn)
+        result = publish(
+            source, f"s3://{bucket}/o,opt=endpoint={seaweed.endpoint},opt=region=ap-south-1", aws_conn_id=conn
+        )
         assert (result.endpoint, result.region) == (seaweed.endpoint, "ap-south-1")
 
     def test_unreachable_endpoint_fails_in_bounded_time(self, source: Path, admin_conn: str) -> None:
         options = TransferOptions(max_attempts=2, connect_timeout=1, read_timeout=2)
         with pytest.raises(PublishError, match="EndpointConnectionError|ConnectTimeout"):
-            publish(source, bucket="some-bucket", key="k", endpoint="http://127.0.0.1:9", aws_conn_id=admin_conn,
-                    transfer=options)
+            publish(
+                source,
+                bucket="some-bucket",
+                key="k",
+                endpoint="http://127.0.0.1:9",
+                aws_conn_id=admin_conn,
+                transfer=options,
+            )
 
 
 class TestNothingHalfPublished:
@@ -233,8 +252,9 @@ class TestNothingHalfPublished:
         self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str
     ) -> None:
         (tmp_path / "empty").mkdir()
-        result = publish(tmp_path / "empty", bucket=bucket, key="k", compress=True, allow_empty=True,
-                         aws_conn_id=admin_conn)
+        result = publish(
+            tmp_path / "empty", bucket=bucket, key="k", compress=True, allow_empty=True, aws_conn_id=admin_conn
+        )
         assert archive_members(s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()) == {}
 
     def test_bad_key_refused_before_any_upload(

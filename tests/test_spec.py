@@ -212,9 +212,14 @@ _names = st.sampled_from(["bucket", "key", "endpoint", "region", "compress", "en
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(_text, st.lists(st.tuples(st.sampled_from(["opt", "option", "x"]), _names, _text)).map(
-    lambda opts: "s3://bkt/key," + ",".join(f"{f}={n}={v}" for f, n, v in opts)
-)))
+@given(
+    st.one_of(
+        _text,
+        st.lists(st.tuples(st.sampled_from(["opt", "option", "x"]), _names, _text)).map(
+            lambda opts: "s3://bkt/key," + ",".join(f"{f}={n}={v}" for f, n, v in opts)
+        ),
+    )
+)
 def test_any_uri_parses_or_raises_our_error(text: str) -> None:
     try:
         spec = build_publisher_spec(text)
@@ -249,8 +254,9 @@ _key = st.text(
 )
 def test_uri_round_trip(bucket: str, key: str, endpoint: str, region: str, compress: bool) -> None:
     try:
-        spec = build_publisher_spec(bucket=bucket, key=key, endpoint=endpoint or None, region=region or None,
-                                    compress=compress)
+        spec = build_publisher_spec(
+            bucket=bucket, key=key, endpoint=endpoint or None, region=region or None, compress=compress
+        )
     except InvalidSpecError:
         return
     assert build_publisher_spec(spec.to_uri()) == spec

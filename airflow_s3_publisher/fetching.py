@@ -100,7 +100,14 @@ def _fetch_object(
     reader = HashingReader(body, on_bytes=progress.add)
     try:
         if extract and spec.key.endswith(ARCHIVE_SUFFIX):
-            stats = extract_tar_gz(reader, staging, max_bytes=max_bytes)
+            try:
+                stats = extract_tar_gz(reader, staging, max_bytes=max_bytes)
+            except S3PublisherError as err:
+                # Bytes that are not the published archive explain the failure better than its symptom.
+                reader.drain()
+                if expected is not None and not hmac.compare_digest(reader.sha256, expected):
+                    raise _mismatch(spec, reader.sha256) from err
+                raise
             reader.drain()
             what = f"{stats.files} files"
         else:
@@ -112,13 +119,17 @@ def _fetch_object(
     finally:
         body.close()
     if expected is not None and not hmac.compare_digest(reader.sha256, expected):
-        raise ChecksumMismatchError(
-            f"{spec.uri} (version {spec.version_id or 'latest'}) has SHA-256 {b64(reader.sha256)} but the "
-            f"published result says {spec.checksum_sha256}; nothing was written to the destination"
-        )
+        raise _mismatch(spec, reader.sha256)
     if expected is None:
         logger.warning("%s has no ChecksumSHA256 to verify against; fetched without verification", spec.uri)
     logger.info("Fetched %s (%d bytes, %s) in %.2f s", spec.uri, reader.size, what, progress.elapsed())
+
+
+def _mismatch(spec: PublishedResult, actual: bytes) -> ChecksumMismatchError:
+    return ChecksumMismatchError(
+        f"{spec.uri} (version {spec.version_id or 'latest'}) has SHA-256 {b64(actual)} but the "
+        f"published result says {spec.checksum_sha256}; nothing was written to the destination"
+    )
 
 
 def _fetch_prefix(

@@ -70,9 +70,7 @@ def publish(
     """
     logger = logger or log
     options = transfer or TransferOptions()
-    spec = build_publisher_spec(
-        publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=compress
-    )
+    spec = build_publisher_spec(publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=compress)
     object_key = render_key(spec.key, compress=spec.compress, run=RunInfo.from_context(context), now=now)
     entries = collect_source(source)
     files = [entry for entry in entries if not entry.is_dir]
