@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -10,10 +11,12 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError
+from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError, S3RequestError
+from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz, safe_join
 from airflow_s3_publisher.progress import LogLike, Progress
@@ -40,6 +43,7 @@ def fetch(
     extract: bool = True,
     filter: str | None = None,  # noqa: A002 - the S3 input source calls it Filter
     max_extract_bytes: int = DEFAULT_MAX_EXTRACT_BYTES,
+    expected_bucket_owner: str | None = None,
     transfer: TransferOptions | None = None,
     logger: LogLike | None = None,
 ) -> Path:
@@ -52,12 +56,13 @@ def fetch(
     :param filter: regex searched in each key's path below a prefix; only matching objects are fetched.
         Overrides the result's ``Filter``.
     :param max_extract_bytes: stop extracting (with an error) past this many bytes of content.
+    :param expected_bucket_owner: 12-digit account id sent as ExpectedBucketOwner on every request.
     :returns: ``destination``. A key ending in ``/`` is a prefix: every object below it is downloaded,
-        keeping relative paths. Otherwise one object is downloaded (pinned to VersionID when given),
-        its SHA-256 is checked against ChecksumSHA256, and on any failure ``destination`` is left
-        exactly as it was.
+        keeping relative paths; when the prefix has a manifest (always, when the result carries a
+        ChecksumSHA256), every file is checked against it and a missing or altered file is an error.
+        Otherwise one object is downloaded (pinned to VersionID when given) and its SHA-256 is checked
+        against ChecksumSHA256. On any failure ``destination`` is left exactly as it was.
     """
-    logger = logger or log
     spec = result if isinstance(result, PublishedResult) else PublishedResult.from_dict(result)
     pattern = filter if filter is not None else spec.filter
     try:
@@ -69,12 +74,13 @@ def fetch(
     target.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
+    owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
+    job = _Fetch(conn, spec, staging, options, owner, logger or log)
     try:
         if spec.is_prefix:
-            count = _fetch_prefix(conn, spec, regex, staging, options, logger)
-            logger.info("Fetched %d objects from %s into %s", count, spec.uri, target)
+            job.prefix(regex)
         else:
-            _fetch_object(conn, spec, staging, extract=extract, max_bytes=max_extract_bytes, logger=logger)
+            job.object(extract=extract, max_bytes=max_extract_bytes)
         _move_into_place(staging, target)
     except S3PublisherError:
         raise
@@ -85,88 +91,129 @@ def fetch(
     return target
 
 
-def _fetch_object(
-    conn: Connection,
-    spec: PublishedResult,
-    staging: Path,
-    *,
-    extract: bool,
-    max_bytes: int,
-    logger: LogLike,
-) -> None:
-    expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
-    body = get_object(conn, spec.bucket, spec.key, spec.version_id)
-    progress = Progress(spec.uri, total_bytes=None, total_files=None, logger=logger)
-    reader = HashingReader(body, on_bytes=progress.add)
-    try:
-        if extract and spec.key.endswith(ARCHIVE_SUFFIX):
-            try:
-                stats = extract_tar_gz(reader, staging, max_bytes=max_bytes)
-            except S3PublisherError as err:
-                # Bytes that are not the published archive explain the failure better than its symptom.
-                reader.drain()
-                if expected is not None and not hmac.compare_digest(reader.sha256, expected):
-                    raise _mismatch(spec, reader.sha256) from err
-                raise
-            reader.drain()
-            what = f"{stats.files} files"
-        else:
-            name = spec.key.rsplit("/", 1)[-1]
-            with open(safe_join(staging, name), "wb") as out:
-                while chunk := reader.read(MiB):
-                    out.write(chunk)
-            what = "1 file"
-    finally:
-        body.close()
-    if expected is not None and not hmac.compare_digest(reader.sha256, expected):
-        raise _mismatch(spec, reader.sha256)
-    if expected is None:
-        logger.warning("%s has no ChecksumSHA256 to verify against; fetched without verification", spec.uri)
-    logger.info("Fetched %s (%d bytes, %s) in %.2f s", spec.uri, reader.size, what, progress.elapsed())
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    conn: Connection
+    spec: PublishedResult
+    staging: Path
+    options: TransferOptions
+    owner: dict[str, Any]
+    logger: LogLike
 
-
-def _mismatch(spec: PublishedResult, actual: bytes) -> ChecksumMismatchError:
-    return ChecksumMismatchError(
-        f"{spec.uri} (version {spec.version_id or 'latest'}) has SHA-256 {b64(actual)} but the "
-        f"published result says {spec.checksum_sha256}; nothing was written to the destination"
-    )
-
-
-def _fetch_prefix(
-    conn: Connection,
-    spec: PublishedResult,
-    regex: re.Pattern[str] | None,
-    staging: Path,
-    options: TransferOptions,
-    logger: LogLike,
-) -> int:
-    wanted: list[tuple[str, Path]] = []
-    for key, _size in list_keys(conn, spec.bucket, spec.key):
-        relpath = key[len(spec.key) :]
-        if not relpath or relpath.endswith("/"):
-            continue  # directory markers
-        if regex is not None and not regex.search(relpath):
-            continue
-        wanted.append((key, safe_join(staging, relpath)))
-    progress = Progress(spec.uri, total_bytes=None, total_files=len(wanted), logger=logger)
-
-    def download(item: tuple[str, Path]) -> None:
-        key, path = item
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = get_object(conn, spec.bucket, key)
+    def object(self, *, extract: bool, max_bytes: int) -> None:
+        spec = self.spec
+        expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
+        body = get_object(self.conn, spec.bucket, spec.key, spec.version_id, self.owner)
+        progress = Progress(spec.uri, total_bytes=None, total_files=None, logger=self.logger)
+        reader = HashingReader(body, on_bytes=progress.add)
         try:
-            with open(path, "wb") as out:
-                while chunk := body.read(MiB):
-                    out.write(chunk)
-                    progress.add(len(chunk))
+            if extract and spec.key.endswith(ARCHIVE_SUFFIX):
+                try:
+                    stats = extract_tar_gz(reader, self.staging, max_bytes=max_bytes)
+                except S3PublisherError as err:
+                    # Bytes that are not the published archive explain the failure better than its symptom.
+                    reader.drain()
+                    if expected is not None and not hmac.compare_digest(reader.sha256, expected):
+                        raise _mismatch(spec.uri, spec.version_id, reader.sha256, spec.checksum_sha256) from err
+                    raise
+                reader.drain()
+                what = f"{stats.files} files"
+            else:
+                with open(safe_join(self.staging, spec.key.rsplit("/", 1)[-1]), "wb") as out:
+                    while chunk := reader.read(MiB):
+                        out.write(chunk)
+                what = "1 file"
         finally:
             body.close()
+        if expected is not None and not hmac.compare_digest(reader.sha256, expected):
+            raise _mismatch(spec.uri, spec.version_id, reader.sha256, spec.checksum_sha256)
+        if expected is None:
+            self.logger.warning("%s has no ChecksumSHA256 to verify against; fetched without verification", spec.uri)
+        self.logger.info("Fetched %s (%d bytes, %s) in %.2f s", spec.uri, reader.size, what, progress.elapsed())
+
+    def prefix(self, regex: re.Pattern[str] | None) -> None:
+        spec = self.spec
+        manifest = self._manifest()
+        if manifest is None:
+            listed = [
+                (key[len(spec.key) :], size) for key, size in list_keys(self.conn, spec.bucket, spec.key, self.owner)
+            ]
+            entries = [ManifestEntry(rel, size, "") for rel, size in listed if rel and not rel.endswith("/")]
+        else:
+            entries = manifest
+        wanted = [e for e in entries if regex is None or regex.search(e.path)]
+        paths = [(entry, safe_join(self.staging, entry.path)) for entry in wanted]
+        progress = Progress(
+            spec.uri, total_bytes=sum(e.size for e in wanted), total_files=len(wanted), logger=self.logger
+        )
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool:
+            for future in [pool.submit(self._download, entry, path, progress) for entry, path in paths]:
+                future.result()
+        checked = "each checked against the manifest" if manifest is not None else "no manifest to check against"
+        self.logger.info(
+            "Fetched %d objects (%d bytes) from %s in %.2f s, %s",
+            len(wanted),
+            progress.bytes,
+            spec.uri,
+            progress.elapsed(),
+            checked,
+        )
+
+    def _manifest(self) -> list[ManifestEntry] | None:
+        """The prefix's manifest: required (and pinned) when the result has a checksum, else optional."""
+        spec = self.spec
+        key = spec.key + MANIFEST_NAME
+        try:
+            body = get_object(self.conn, spec.bucket, key, spec.version_id, self.owner)
+        except S3RequestError as err:
+            if spec.checksum_sha256:
+                raise FetchError(
+                    f"the published result promises a manifest at s3://{spec.bucket}/{key}, but it cannot be "
+                    f"read: {err}"
+                ) from err
+            if err.code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        try:
+            data = body.read()
+        finally:
+            body.close()
+        if spec.checksum_sha256:
+            actual = hashlib.sha256(data).digest()
+            if not hmac.compare_digest(actual, sha256_digest(spec.checksum_sha256)):
+                raise _mismatch(f"s3://{spec.bucket}/{key}", spec.version_id, actual, spec.checksum_sha256)
+        return parse_manifest(data, f"s3://{spec.bucket}/{key}")
+
+    def _download(self, entry: ManifestEntry, path: Path, progress: Progress) -> None:
+        spec = self.spec
+        key = spec.key + entry.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            body = get_object(self.conn, spec.bucket, key, entry.version_id, self.owner)
+        except S3RequestError as err:
+            if entry.sha256 and err.code in ("NoSuchKey", "NoSuchVersion", "404"):
+                raise FetchError(
+                    f"the prefix {spec.uri} is incomplete: its manifest lists {entry.path!r}, which is missing "
+                    f"({err.code})"
+                ) from err
+            raise
+        reader = HashingReader(body, on_bytes=progress.add)
+        try:
+            with open(path, "wb") as out:
+                while chunk := reader.read(MiB):
+                    out.write(chunk)
+        finally:
+            body.close()
+        if entry.sha256 and (reader.size != entry.size or reader.sha256 != sha256_digest(entry.sha256)):
+            raise _mismatch(f"s3://{spec.bucket}/{key}", entry.version_id, reader.sha256, entry.sha256)
         progress.add(0, 1)
 
-    with ThreadPoolExecutor(options.concurrency, thread_name_prefix="s3-get") as pool:
-        for future in [pool.submit(download, item) for item in wanted]:
-            future.result()
-    return len(wanted)
+
+def _mismatch(uri: str, version_id: str, actual: bytes, expected: str) -> ChecksumMismatchError:
+    return ChecksumMismatchError(
+        f"{uri} (version {version_id or 'latest'}) has SHA-256 {b64(actual)} but the published result "
+        f"says {expected}; nothing was written to the destination"
+    )
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

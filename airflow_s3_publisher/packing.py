@@ -201,7 +201,7 @@ def _walk(root: str, given: str, root_stat: os.stat_result) -> list[SourceEntry]
         for child in children:
             rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
             shown = os.path.join(given, rel)
-            _check_name(child.name, shown)
+            _check_name(rel, shown)
             try:
                 is_link = child.is_symlink()
                 st = os.stat(child.path) if is_link else child.stat(follow_symlinks=False)
@@ -253,16 +253,16 @@ def _shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _check_name(name: str, shown: str) -> None:
+def _check_name(relpath: str, shown: str) -> None:
     try:
-        name.encode("utf-8")
+        relpath.encode("utf-8")
     except UnicodeEncodeError:
         raise SourceError(
             f"the name of {_shown(shown)} is not valid UTF-8; S3 keys are UTF-8, so rename it "
             "(for example with convmv) before publishing"
         ) from None
     try:
-        _relpath_parts(name, what="name")
+        _relpath_parts(relpath, what="name")
     except UnsafeArchiveError:
         # Fetching refuses such names (on Windows they climb out of the destination); refuse them here
         # so that nothing is published that cannot be fetched back.

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, SourceError
+from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
 from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
+from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import SourceEntry, collect_source, write_tar_gz
 from airflow_s3_publisher.progress import LogLike, Progress
 from airflow_s3_publisher.result import PublishedResult
@@ -28,8 +32,6 @@ from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_CONTENT_TYPE = "application/gzip"
-
 
 def publish(
     source: str | os.PathLike[str],
@@ -43,7 +45,9 @@ def publish(
     region: str | None = None,
     compress: bool | str | None = None,
     compression_level: int | None = None,
+    manifest: bool = False,
     allow_empty: bool = False,
+    object_options: ObjectOptions | None = None,
     transfer: TransferOptions | None = None,
     now: datetime | None = None,
     logger: LogLike | None = None,
@@ -54,24 +58,31 @@ def publish(
     :param publisher: Bacalhau's declarative dict ``{"Type": "s3", "Params": {...}}`` or imperative
         URI ``s3://bucket/key,opt=endpoint=...,opt=region=...,opt=compress=true``.
     :param context: the Airflow task context; placeholders other than ``{date}``, ``{time}`` and
-        ``{nodeID}`` need it.
+        ``{nodeID}`` need it, and it names the run in each object's metadata.
     :param aws_conn_id: Airflow AWS connection for credentials; where it has none, boto3's default chain.
     :param bucket: overrides the publisher's bucket; likewise ``key``, ``endpoint``, ``region``, ``compress``.
     :param compression_level: gzip level on zlib's 1-9 scale; ``None`` picks the fast default.
+    :param manifest: for a plain publish, write a manifest (``<prefix>.s3-publisher-manifest.json``) after
+        every file, listing path, size and SHA-256 of each; the result then carries the manifest's
+        VersionID and SHA-256, so ``fetch`` verifies every file and refuses an incomplete prefix.
     :param allow_empty: publish an empty source (an empty archive, or no object at all for a plain
         publish) instead of refusing it.
+    :param object_options: metadata, tags, content type, storage class, encryption, bucket owner.
     :param transfer: part size, concurrency, retries, timeouts and checksum settings.
     :param now: the clock reading for ``{date}`` and ``{time}`` (default: now, UTC).
     :returns: the PublishedResult. For an archive it carries the VersionID S3 returned and the base64
-        SHA-256 of the whole stored object; for a plain publish both are empty, as in Bacalhau.
+        SHA-256 of the whole stored object; for a plain publish both are empty, as in Bacalhau (or
+        the manifest's, with ``manifest=True``).
     :raises InvalidSpecError: a bad spec, key or placeholder (before anything is read or uploaded).
     :raises SourceError: a bad source, or a file that changed while it was published.
     :raises PublishError: the upload failed; nothing is reported as published.
     """
     logger = logger or log
     options = transfer or TransferOptions()
+    objects = object_options or ObjectOptions()
     spec = build_publisher_spec(publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=compress)
-    object_key = render_key(spec.key, compress=spec.compress, run=RunInfo.from_context(context), now=now)
+    run = RunInfo.from_context(context)
+    object_key = render_key(spec.key, compress=spec.compress, run=run, now=now)
     entries = collect_source(source)
     files = [entry for entry in entries if not entry.is_dir]
     if not files and not allow_empty:
@@ -79,7 +90,8 @@ def publish(
             f"source {os.fspath(source)!r} has no file to publish; pass allow_empty=True to publish "
             "an empty result anyway"
         )
-    targets = {object_key: files} if spec.compress else _plain_keys(object_key, files, single=Path(source).is_file())
+    job = _Job(spec.bucket, object_key, options, objects, _run_metadata(run), logger)
+    plain = {} if spec.compress else _plain_keys(object_key, files, single=Path(source).is_file(), manifest=manifest)
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
     total = sum(entry.size for entry in files)
     logger.info(
@@ -92,21 +104,26 @@ def publish(
         " as one tar.gz" if spec.compress else "",
     )
     progress = Progress(f"s3://{spec.bucket}/{object_key}", total_bytes=total, total_files=len(files), logger=logger)
+    version_id = checksum = ""
     if spec.compress:
-        uploaded = _publish_archive(conn, spec.bucket, object_key, entries, options, compression_level, progress)
-        result = PublishedResult(
-            bucket=spec.bucket,
-            key=object_key,
-            region=conn.region,
-            endpoint=conn.endpoint,
-            version_id=uploaded.version_id,
-            checksum_sha256=b64(uploaded.sha256),
-        )
+        uploaded = job.archive(conn, entries, compression_level, progress)
+        version_id, checksum = uploaded.version_id, b64(uploaded.sha256)
         stored, stored_bytes = 1, uploaded.size
     else:
-        results = _publish_plain(conn, spec.bucket, targets, options, progress)
-        result = PublishedResult(bucket=spec.bucket, key=object_key, region=conn.region, endpoint=conn.endpoint)
+        results = job.plain(conn, plain, progress)
         stored, stored_bytes = len(results), sum(r.size for r in results)
+        if manifest:
+            written = job.manifest(conn, plain, results)
+            version_id, checksum = written.version_id, b64(written.sha256)
+            stored += 1
+    result = PublishedResult(
+        bucket=spec.bucket,
+        key=object_key,
+        region=conn.region,
+        endpoint=conn.endpoint,
+        version_id=version_id,
+        checksum_sha256=checksum,
+    )
     seconds = progress.elapsed()
     logger.info(
         "Published %d objects, %d bytes to %s in %.2f s (%.1f MB/s)",
@@ -119,76 +136,148 @@ def publish(
     return result
 
 
-def _plain_keys(prefix: str, files: Sequence[SourceEntry], *, single: bool) -> dict[str, list[SourceEntry]]:
-    """Map each file to its object key, checking every key before any byte is uploaded."""
-    targets: dict[str, list[SourceEntry]] = {}
+def _run_metadata(run: RunInfo) -> dict[str, str]:
+    """Object metadata naming the Airflow run that published it."""
+    fields = {
+        "airflow-dag-id": run.dag_id,
+        "airflow-run-id": run.run_id,
+        "airflow-task-id": run.task_id,
+        "airflow-try-number": None if run.try_number is None else str(run.try_number),
+    }
+    return {name: value for name, value in fields.items() if value is not None and value.isascii()}
+
+
+def _plain_keys(prefix: str, files: Sequence[SourceEntry], *, single: bool, manifest: bool) -> dict[str, SourceEntry]:
+    """Map each object key to its file, checking every key before any byte is uploaded."""
+    targets: dict[str, SourceEntry] = {}
     for entry in files:
         name = Path(entry.relpath).name if single else entry.relpath
-        targets[validate_key(prefix + name)] = [entry]
+        if manifest and name == MANIFEST_NAME:
+            raise SourceError(
+                f"{entry.path} has the manifest's name {MANIFEST_NAME!r}; rename it or publish without manifest"
+            )
+        targets[validate_key(prefix + name)] = entry
+    if manifest:
+        validate_key(prefix + MANIFEST_NAME)
     return targets
 
 
-def _publish_archive(
-    conn: Connection,
-    bucket: str,
-    key: str,
-    entries: Sequence[SourceEntry],
-    options: TransferOptions,
-    compression_level: int | None,
-    progress: Progress,
-) -> UploadResult:
-    writer = MultipartWriter(conn, bucket, key, options, extra={"ContentType": ARCHIVE_CONTENT_TYPE})
-    try:
-        write_tar_gz(entries, writer, compression_level=compression_level, on_progress=progress.add)
-        return writer.close()
-    except BaseException as err:
-        writer.abort()
-        if isinstance(err, SourceError):
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One publish: where it goes and what every object carries."""
+
+    bucket: str
+    key: str
+    options: TransferOptions
+    objects: ObjectOptions
+    run_metadata: dict[str, str]
+    logger: LogLike
+
+    def put_args(self, name: str, *, archive: bool, sha256: bytes | None = None) -> dict[str, Any]:
+        metadata = dict(self.run_metadata)
+        if sha256 is not None:
+            metadata["sha256"] = sha256.hex()
+        return self.objects.put_args(name, archive=archive, metadata=metadata)
+
+    def archive(
+        self, conn: Connection, entries: Sequence[SourceEntry], level: int | None, progress: Progress
+    ) -> UploadResult:
+        # The object's SHA-256 is only known once it is written, so a streamed archive carries it in
+        # the PublishedResult rather than in its metadata.
+        writer = MultipartWriter(conn, self.bucket, self.key, self.options, extra=self.put_args(self.key, archive=True))
+        try:
+            write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
+            return writer.close()
+        except BaseException as err:
+            writer.abort()
+            if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError):
+                raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
             raise
-        if isinstance(err, S3PublisherError | OSError):
-            raise PublishError(f"nothing was published to s3://{bucket}/{key}: {err}") from err
-        raise
 
+    def plain(self, conn: Connection, targets: Mapping[str, SourceEntry], progress: Progress) -> list[UploadResult]:
+        part_size = self.options.part_size
+        small = [(k, e) for k, e in targets.items() if e.size <= part_size]
+        large = [(k, e) for k, e in targets.items() if e.size > part_size]
+        done: list[UploadResult] = []
 
-def _publish_plain(
-    conn: Connection,
-    bucket: str,
-    targets: Mapping[str, list[SourceEntry]],
-    options: TransferOptions,
-    progress: Progress,
-) -> list[UploadResult]:
-    small = [(k, e[0]) for k, e in targets.items() if e[0].size <= options.part_size]
-    large = [(k, e[0]) for k, e in targets.items() if e[0].size > options.part_size]
-    done: list[UploadResult] = []
+        def upload_small(item: tuple[str, SourceEntry]) -> UploadResult:
+            object_key, entry = item
+            data = _read_whole(entry)
+            extra = self.put_args(entry.relpath, archive=False, sha256=hashlib.sha256(data).digest())
+            result = put_object(conn, self.bucket, object_key, data, options=self.options, extra=extra)
+            progress.add(entry.size, 1)
+            return result
 
-    def upload_small(item: tuple[str, SourceEntry]) -> UploadResult:
-        object_key, entry = item
-        result = put_object(conn, bucket, object_key, _read_whole(entry), options=options)
-        progress.add(entry.size, 1)
-        return result
+        try:
+            with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-put") as pool:
+                futures = [pool.submit(upload_small, item) for item in small]
+                try:
+                    done.extend(future.result() for future in futures)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+            for object_key, entry in large:
+                done.append(self._upload_large_file(conn, object_key, entry, progress))
+        except BaseException as err:
+            if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError):
+                raise PublishError(
+                    f"the plain publish under s3://{self.bucket}/{self.key} stopped after {len(done)} of "
+                    f"{len(targets)} objects: {err}. The prefix is incomplete (and has no manifest); a retry "
+                    "of the task uploads every object again"
+                ) from err
+            raise
+        return done
 
-    try:
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="s3-put") as pool:
-            futures = [pool.submit(upload_small, item) for item in small]
-            try:
-                for future in futures:
-                    done.append(future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        for object_key, entry in large:
-            done.append(_upload_large_file(conn, bucket, object_key, entry, options, progress))
-    except BaseException as err:
-        if isinstance(err, S3PublisherError | OSError):
-            prefix = next(iter(targets), "")
+    def manifest(
+        self, conn: Connection, targets: Mapping[str, SourceEntry], results: Sequence[UploadResult]
+    ) -> UploadResult:
+        """Write the manifest last: its presence says every file before it was stored."""
+        entries = [
+            ManifestEntry(r.key[len(self.key) :], r.size, b64(r.sha256), r.version_id)
+            for r in results
+            if r.key in targets
+        ]
+        body = build_manifest(self.key, entries)
+        extra = self.put_args(MANIFEST_NAME, archive=False, sha256=hashlib.sha256(body).digest())
+        extra["ContentType"] = "application/json"
+        try:
+            return put_object(conn, self.bucket, self.key + MANIFEST_NAME, body, options=self.options, extra=extra)
+        except S3PublisherError as err:
             raise PublishError(
-                f"the plain publish under s3://{bucket}/{prefix.rsplit('/', 1)[0]}/ stopped after "
-                f"{len(done)} of {len(targets)} objects: {err}. The prefix is incomplete; a retry of the "
-                "task uploads every object again"
+                f"every file was stored under s3://{self.bucket}/{self.key} but the manifest was not: {err}"
             ) from err
-        raise
-    return done
+
+    def _upload_large_file(self, conn: Connection, key: str, entry: SourceEntry, progress: Progress) -> UploadResult:
+        # Large files go multipart; their SHA-256 is only known once read, so it is in the manifest,
+        # not in the object's metadata.
+        writer = MultipartWriter(
+            conn,
+            self.bucket,
+            key,
+            self.options,
+            extra=self.put_args(entry.relpath, archive=False),
+            on_bytes=lambda n: progress.add(n),
+        )
+        try:
+            with open(entry.path, "rb") as handle:
+                remaining = entry.size
+                while remaining > 0:
+                    chunk = handle.read(min(self.options.part_size, remaining))
+                    if not chunk:
+                        break
+                    writer.write(chunk)
+                    remaining -= len(chunk)
+                extra = handle.read(1)
+                stat = os.fstat(handle.fileno())
+            if remaining or extra or stat.st_size != entry.size or stat.st_mtime != entry.mtime:
+                raise SourceError(f"{entry.path} changed while being published; publish only files that are complete")
+            result = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        progress.add(0, 1)
+        return result
 
 
 def _read_whole(entry: SourceEntry) -> bytes:
@@ -202,33 +291,3 @@ def _read_whole(entry: SourceEntry) -> bytes:
             f"{len(data)}); publish only files that are complete"
         )
     return data
-
-
-def _upload_large_file(
-    conn: Connection,
-    bucket: str,
-    key: str,
-    entry: SourceEntry,
-    options: TransferOptions,
-    progress: Progress,
-) -> UploadResult:
-    writer = MultipartWriter(conn, bucket, key, options, on_bytes=lambda n: progress.add(n))
-    try:
-        with open(entry.path, "rb") as handle:
-            remaining = entry.size
-            while remaining > 0:
-                chunk = handle.read(min(options.part_size, remaining))
-                if not chunk:
-                    break
-                writer.write(chunk)
-                remaining -= len(chunk)
-            extra = handle.read(1)
-            stat = os.fstat(handle.fileno())
-        if remaining or extra or stat.st_size != entry.size or stat.st_mtime != entry.mtime:
-            raise SourceError(f"{entry.path} changed while being published; publish only files that are complete")
-        result = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    progress.add(0, 1)
-    return result

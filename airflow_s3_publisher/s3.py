@@ -352,8 +352,11 @@ class MultipartWriter:
             if future.done() and future.exception() is not None:
                 future.result()
 
+    def _request_args(self) -> dict[str, Any]:
+        return {k: v for k, v in self.extra.items() if k == "ExpectedBucketOwner"}
+
     def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
-        args: dict[str, Any] = {}
+        args = self._request_args()
         if self.options.checksums:
             args["ChecksumSHA256"] = b64(hashlib.sha256(chunk).digest())
         with translate_errors("UploadPart", self.bucket, self.key):
@@ -395,6 +398,7 @@ class MultipartWriter:
                     Key=self.key,
                     UploadId=self._upload_id,
                     MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **self._request_args(),
                 )
             return UploadResult(
                 key=self.key,
@@ -422,7 +426,9 @@ class MultipartWriter:
         upload_id, self._upload_id = self._upload_id, ""
         try:
             with translate_errors("AbortMultipartUpload", self.bucket, self.key):
-                self.conn.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+                self.conn.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload_id, **self._request_args()
+                )
         except S3RequestError as err:
             log.warning("Could not abort the multipart upload of s3://%s/%s: %s", self.bucket, self.key, err)
 
@@ -461,20 +467,24 @@ class HashingReader:
         return bytes(self._hash.digest())
 
 
-def get_object(conn: Connection, bucket: str, key: str, version_id: str = "") -> Any:
+def get_object(
+    conn: Connection, bucket: str, key: str, version_id: str = "", extra: dict[str, Any] | None = None
+) -> Any:
     """Open a streaming GET of one object (pinned to ``version_id`` when given); returns the body."""
-    args: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+    args: dict[str, Any] = dict(extra or {})
+    if version_id:
+        args["VersionId"] = version_id
     with translate_errors("GetObject", bucket, key):
         response = conn.client.get_object(Bucket=bucket, Key=key, **args)
     return response["Body"]
 
 
-def list_keys(conn: Connection, bucket: str, prefix: str) -> list[tuple[str, int]]:
+def list_keys(conn: Connection, bucket: str, prefix: str, extra: dict[str, Any] | None = None) -> list[tuple[str, int]]:
     """Every (key, size) below ``prefix``."""
     found: list[tuple[str, int]] = []
     paginator = conn.client.get_paginator("list_objects_v2")
     with translate_errors("ListObjectsV2", bucket, prefix):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **(extra or {})):
             for item in page.get("Contents", []):
                 found.append((item["Key"], int(item.get("Size", 0))))
     return found

@@ -135,7 +135,7 @@ def test_keys_that_would_escape_destination_are_refused(
     bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     # AWS stores such keys; SeaweedFS refuses them at PutObject, so the listing is where they come from.
-    monkeypatch.setattr(fetching, "list_keys", lambda conn, b, prefix: [("p/fine.txt", 1), (bad, 1)])
+    monkeypatch.setattr(fetching, "list_keys", lambda *_args: [("p/fine.txt", 1), (bad, 1)])
     dest = tmp_path / "deep" / "in"
     with pytest.raises(UnsafeArchiveError):
         fetch({"Bucket": bucket, "Key": "p/"}, dest, aws_conn_id=admin_conn)
