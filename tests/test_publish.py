@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -14,7 +15,16 @@ import pytest
 import airflow_s3_publisher.publishing as publish_module
 import airflow_s3_publisher.s3 as s3_module
 from airflow_s3_publisher import PublishedResult, fetch, publish
-from airflow_s3_publisher.exceptions import PublishError, S3RequestError, SourceError
+from airflow_s3_publisher.exceptions import (
+    ChecksumMismatchError,
+    FetchError,
+    InvalidSpecError,
+    PublishError,
+    S3RequestError,
+    SourceError,
+)
+from airflow_s3_publisher.manifest import MANIFEST_NAME
+from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.s3 import MiB, TransferOptions
 from tests.support import SAMPLE_FILES, make_tree, objects_below, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, WRITE_ONLY_BUCKET, WRITER, Identity, SeaweedServer
@@ -42,18 +52,25 @@ def source(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def operations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of every S3 operation publish() sends."""
-    seen: list[str] = []
+def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]]:
+    """(operation, headers) of every S3 request publish() sends."""
+    seen: list[tuple[str, dict[str, str]]] = []
     real_connect = publish_module.connect
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        seen.append((model.name, {k.lower(): str(v) for k, v in params.get("headers", {}).items()}))
 
     def recording_connect(*args: Any, **kwargs: Any) -> s3_module.Connection:
         conn = real_connect(*args, **kwargs)
-        conn.client.meta.events.register("before-call.s3", lambda model, **_: seen.append(model.name))
+        conn.client.meta.events.register("before-call.s3", record)
         return conn
 
     monkeypatch.setattr(publish_module, "connect", recording_connect)
     return seen
+
+
+def names(requests: list[tuple[str, dict[str, str]]]) -> list[str]:
+    return [name for name, _ in requests]
 
 
 def archive_members(data: bytes) -> dict[str, bytes]:
@@ -77,7 +94,12 @@ class TestPlain:
         assert objects_below(s3_admin, bucket) == {"single/result.csv": SAMPLE_FILES["outputs/result.csv"]}
 
     def test_large_file_goes_multipart_with_right_bytes(
-        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+        self,
+        tmp_path: Path,
+        bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        requests: list[tuple[str, dict[str, str]]],
     ) -> None:
         data = os.urandom(12 * MiB + 123)
         make_tree(tmp_path / "big", {"big.bin": data, "small.txt": b"x"})
@@ -85,13 +107,13 @@ class TestPlain:
         stored = objects_below(s3_admin, bucket, "mp/")
         assert hashlib.sha256(stored["mp/big.bin"]).digest() == hashlib.sha256(data).digest()
         assert stored["mp/small.txt"] == b"x"
-        assert operations.count("UploadPart") == 3
-        assert set(operations) <= PUT_ONLY
+        assert names(requests).count("UploadPart") == 3
+        assert set(names(requests)) <= PUT_ONLY
 
 
 class TestCompressed:
     def test_one_archive_whose_checksum_is_the_stored_bytes(
-        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
     ) -> None:
         result = publish(source, f"s3://{bucket}/arch/run,opt=compress=true", aws_conn_id=admin_conn)
         assert result.key == "arch/run.tar.gz"
@@ -100,7 +122,7 @@ class TestCompressed:
         assert result.checksum_sha256 == sha256_b64(stored["arch/run.tar.gz"])
         # The archive root is the content of the source: no extra top folder.
         assert archive_members(stored["arch/run.tar.gz"]) == SAMPLE_FILES
-        assert operations == ["PutObject"]
+        assert names(requests) == ["PutObject"]
         head = s3_admin.head_object(Bucket=bucket, Key=result.key)
         assert head["ContentType"] == "application/gzip"
 
@@ -112,15 +134,20 @@ class TestCompressed:
         assert archive_members(data) == {"stdout": SAMPLE_FILES["stdout"]}
 
     def test_multipart_archive_checksum_is_of_the_whole_object(
-        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+        self,
+        tmp_path: Path,
+        bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        requests: list[tuple[str, dict[str, str]]],
     ) -> None:
         make_tree(tmp_path / "src", {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000})
         result = publish(
             tmp_path / "src", bucket=bucket, key="mp", compress=True, aws_conn_id=admin_conn, transfer=SMALL_PARTS
         )
         stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
-        assert operations.count("UploadPart") >= 3
-        assert set(operations) <= PUT_ONLY
+        assert names(requests).count("UploadPart") >= 3
+        assert set(names(requests)) <= PUT_ONLY
         # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
         assert result.checksum_sha256 == sha256_b64(stored)
 
@@ -158,11 +185,16 @@ class TestCompressed:
 class TestLeastPrivilege:
     @pytest.mark.parametrize("compress", [False, True])
     def test_write_only_credentials_can_publish(
-        self, source: Path, writer_conn: str, s3_admin: S3Client, compress: bool, operations: list[str]
+        self,
+        source: Path,
+        writer_conn: str,
+        s3_admin: S3Client,
+        compress: bool,
+        requests: list[tuple[str, dict[str, str]]],
     ) -> None:
         key = f"least-privilege-{compress}"
         result = publish(source, bucket=WRITE_ONLY_BUCKET, key=key, compress=compress, aws_conn_id=writer_conn)
-        assert set(operations) <= PUT_ONLY
+        assert set(names(requests)) <= PUT_ONLY
         assert objects_below(s3_admin, WRITE_ONLY_BUCKET, result.key)
 
     def test_write_only_credentials_can_publish_multipart(
@@ -258,8 +290,148 @@ class TestNothingHalfPublished:
         assert archive_members(s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()) == {}
 
     def test_bad_key_refused_before_any_upload(
-        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, operations: list[str]
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
     ) -> None:
         with pytest.raises(Exception, match="1025|bytes once rendered"):
             publish(source, bucket=bucket, key="k/" + "x" * 1010, aws_conn_id=admin_conn)
-        assert operations == []
+        assert names(requests) == []
+
+
+RUN_CONTEXT = {
+    "run_id": "manual__2026-11-25T10:00:00+00:00",
+    "ti": type("TI", (), {"dag_id": "etl", "task_id": "publish", "id": "ti-1", "map_index": -1, "try_number": 2})(),
+}
+
+
+class TestObjectOptions:
+    def test_run_metadata_content_type_and_sha256_on_every_plain_object(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
+        result = publish(source, bucket=bucket, key="meta/{jobID}", context=RUN_CONTEXT, aws_conn_id=admin_conn)
+        head = s3_admin.head_object(Bucket=bucket, Key=result.key + "outputs/result.csv")
+        assert head["ContentType"] == "text/csv"
+        assert head["Metadata"] == {
+            "airflow-dag-id": "etl",
+            "airflow-run-id": "manual__2026-11-25T10:00:00+00:00",
+            "airflow-task-id": "publish",
+            "airflow-try-number": "2",
+            "sha256": hashlib.sha256(SAMPLE_FILES["outputs/result.csv"]).hexdigest(),
+        }
+
+    def test_user_metadata_tags_content_type_and_storage_class(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str
+    ) -> None:
+        options = ObjectOptions(
+            metadata={"team": "data"},
+            tags={"project": "x y", "tier": "gold"},
+            content_type="text/plain",
+            storage_class="STANDARD_IA",
+        )
+        result = publish(source / "stdout", bucket=bucket, key="opts", object_options=options, aws_conn_id=admin_conn)
+        key = result.key + "stdout"
+        head = s3_admin.head_object(Bucket=bucket, Key=key)
+        assert head["ContentType"] == "text/plain"
+        assert head["Metadata"]["team"] == "data"
+        tags = s3_admin.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        assert {t["Key"]: t["Value"] for t in tags} == {"project": "x y", "tier": "gold"}
+
+    def test_encryption_and_bucket_owner_sent_on_every_request(
+        self,
+        tmp_path: Path,
+        bucket: str,
+        admin_conn: str,
+        s3_admin: S3Client,
+        requests: list[tuple[str, dict[str, str]]],
+    ) -> None:
+        # SeaweedFS does not check account ids, so the proof for the owner is what is sent.
+        make_tree(tmp_path / "src", {"r.bin": os.urandom(11 * MiB)})
+        options = ObjectOptions(server_side_encryption="AES256", expected_bucket_owner="123456789012")
+        result = publish(
+            tmp_path / "src",
+            bucket=bucket,
+            key="enc",
+            compress=True,
+            object_options=options,
+            aws_conn_id=admin_conn,
+            transfer=SMALL_PARTS,
+        )
+        assert set(names(requests)) == PUT_ONLY - {"PutObject"}
+        assert all(h.get("x-amz-expected-bucket-owner") == "123456789012" for _, h in requests)
+        create = next(h for name, h in requests if name == "CreateMultipartUpload")
+        assert create["x-amz-server-side-encryption"] == "AES256"
+        assert s3_admin.head_object(Bucket=bucket, Key=result.key)["ServerSideEncryption"] == "AES256"
+
+    def test_kms_settings_become_put_arguments(self) -> None:
+        # No KMS here (SeaweedFS fails aws:kms uploads without one): the arguments are the proof.
+        args = ObjectOptions(server_side_encryption="aws:kms", kms_key_id="alias/results").put_args(
+            "x.tar.gz", archive=True, metadata={}
+        )
+        assert (args["ServerSideEncryption"], args["SSEKMSKeyId"]) == ("aws:kms", "alias/results")
+
+    @pytest.mark.parametrize(
+        ("kwargs", "problem"),
+        [
+            ({"metadata": {"na me": "x"}}, "invalid metadata name"),
+            ({"metadata": {"k": "caf\u00e9"}}, "printable ASCII"),
+            ({"tags": {str(i): "v" for i in range(11)}}, "at most 10"),
+            ({"server_side_encryption": "rot13"}, "rot13"),
+            ({"kms_key_id": "k"}, "needs server_side_encryption"),
+            ({"expected_bucket_owner": "me"}, "12-digit"),
+            ({"storage_class": "cheap please"}, "storage_class"),
+        ],
+    )
+    def test_bad_options_refused(self, kwargs: dict[str, Any], problem: str) -> None:
+        with pytest.raises(InvalidSpecError, match=problem):
+            ObjectOptions(**kwargs)
+
+
+class TestManifest:
+    def test_manifest_written_last_and_lists_every_file(
+        self,
+        source: Path,
+        versioned_bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        requests: list[tuple[str, dict[str, str]]],
+    ) -> None:
+        result = publish(source, bucket=versioned_bucket, key="m", manifest=True, aws_conn_id=admin_conn)
+        manifest_key = result.key + MANIFEST_NAME
+        assert names(requests)[-1] == "PutObject"
+        body = s3_admin.get_object(Bucket=versioned_bucket, Key=manifest_key, VersionId=result.version_id)[
+            "Body"
+        ].read()
+        assert result.checksum_sha256 == sha256_b64(body)
+        document = json.loads(body)
+        assert {e["path"]: (e["size"], e["sha256"]) for e in document["entries"]} == {
+            rel: (len(data), sha256_b64(data)) for rel, data in SAMPLE_FILES.items()
+        }
+        assert all(e["version_id"] for e in document["entries"])
+
+    def test_fetch_verifies_and_refuses_incomplete_or_tampered_prefix(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, tmp_path: Path
+    ) -> None:
+        result = publish(source, bucket=bucket, key="m", manifest=True, aws_conn_id=admin_conn)
+        assert read_tree(fetch(result, tmp_path / "ok", aws_conn_id=admin_conn)) == SAMPLE_FILES
+        s3_admin.put_object(Bucket=bucket, Key=result.key + "stdout", Body=b"tampered\n")
+        with pytest.raises(ChecksumMismatchError, match="stdout"):
+            fetch(result, tmp_path / "tampered", aws_conn_id=admin_conn)
+        s3_admin.delete_object(Bucket=bucket, Key=result.key + "stdout")
+        with pytest.raises(FetchError, match="incomplete.*'stdout'"):
+            fetch(result, tmp_path / "incomplete", aws_conn_id=admin_conn)
+        # Without the pinned checksum, a manifest found below the prefix is still used.
+        with pytest.raises(FetchError, match="incomplete"):
+            fetch({"Bucket": bucket, "Key": result.key}, tmp_path / "listed", aws_conn_id=admin_conn)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ok", "out"]  # out: the source
+
+    def test_missing_manifest_is_an_incomplete_publish(
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, tmp_path: Path
+    ) -> None:
+        result = publish(source, bucket=bucket, key="m", manifest=True, aws_conn_id=admin_conn)
+        s3_admin.delete_object(Bucket=bucket, Key=result.key + MANIFEST_NAME)
+        with pytest.raises(FetchError, match="promises a manifest"):
+            fetch(result, tmp_path / "in", aws_conn_id=admin_conn)
+
+    def test_source_file_with_the_manifest_name_is_refused(self, tmp_path: Path, bucket: str, admin_conn: str) -> None:
+        make_tree(tmp_path / "src", {MANIFEST_NAME: b"{}"})
+        with pytest.raises(SourceError, match="manifest's name"):
+            publish(tmp_path / "src", bucket=bucket, key="m", manifest=True, aws_conn_id=admin_conn)
