@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,14 +106,15 @@ def archive(entries: list[SourceEntry], **kwargs: int | None) -> bytes:
 
 
 class CountingReader:
-    """A Readable that counts what was read and fails the test if anyone reads past the end twice."""
+    """A Readable that counts what was read; ``max_read`` mimics a network stream's short reads."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, max_read: int | None = None) -> None:
         self._stream = io.BytesIO(data)
+        self._max_read = max_read
         self.consumed = 0
 
     def read(self, n: int) -> bytes:
-        chunk = self._stream.read(n)
+        chunk = self._stream.read(n if self._max_read is None else min(n, self._max_read))
         self.consumed += len(chunk)
         return chunk
 
@@ -158,7 +158,7 @@ def member(
 
 
 @pytest.fixture
-def box(tmp_path: Path) -> Iterator[Path]:
+def box(tmp_path: Path) -> Path:
     """A directory holding only the extraction destination ``box/dest``; tests check nothing else appears."""
     root = tmp_path / "box"
     (root / "dest").mkdir(parents=True)
@@ -512,7 +512,7 @@ def test_round_trip_preserves_tree(tmp_path: Path, backend: str) -> None:
     assert stats.archive_bytes < stats.content_bytes  # compressed
 
     dest = tmp_path / "dest"
-    reader = CountingReader(data)
+    reader = CountingReader(data, max_read=7777)  # short reads, as from a network stream
     dest.mkdir()
     extracted = extract_tar_gz(reader, dest)
     assert snapshot(dest) == expected
@@ -679,9 +679,11 @@ def test_file_grown_after_listing(tmp_path: Path) -> None:
     path, entries = _one_file(tmp_path, b"x" * 1000)
     with path.open("ab") as handle:
         handle.write(b"more")
+    streamed: list[int] = []
     with pytest.raises(SourceError, match="changed while being published") as err:
-        write_tar_gz(entries, io.BytesIO())
+        write_tar_gz(entries, io.BytesIO(), on_progress=lambda b, f: streamed.append(b))
     assert str(path) in str(err.value)
+    assert streamed == []  # refused when opened, before any content was streamed
 
 
 def test_file_touched_after_listing(tmp_path: Path) -> None:
@@ -699,12 +701,28 @@ def test_file_removed_after_listing(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
-def test_file_replaced_by_fifo_after_listing(tmp_path: Path) -> None:
-    path, entries = _one_file(tmp_path, b"x" * 10)
+@pytest.mark.parametrize("content", [b"x" * 10, b""])
+def test_file_replaced_by_fifo_after_listing(tmp_path: Path, content: bytes) -> None:
+    path, entries = _one_file(tmp_path, content)
     path.unlink()
     os.mkfifo(path)
-    with pytest.raises(SourceError, match="changed while being published"):
+    os.utime(path, (entries[0].mtime, entries[0].mtime))  # even with the listed size and mtime
+    with pytest.raises(SourceError, match="no longer a regular file"):
         write_tar_gz(entries, io.BytesIO())  # must not hang on the FIFO
+
+
+def test_file_yielding_more_than_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Files whose stat size lies (procfs, some FUSE file systems) yield more than they claim.
+    path, entries = _one_file(tmp_path, b"x" * 100)
+
+    class Longer(io.FileIO):
+        def read(self, size: int = -1) -> bytes:
+            return b"extra"
+
+    monkeypatch.setattr(packing, "open", lambda fd, *a, **k: Longer(fd, "rb"), raising=False)
+    with pytest.raises(SourceError, match="changed while being published.*grew") as err:
+        write_tar_gz(entries, io.BytesIO())
+    assert str(path) in str(err.value)
 
 
 def test_file_grows_while_read(tmp_path: Path) -> None:
@@ -731,7 +749,7 @@ def test_file_shrinks_while_read(tmp_path: Path) -> None:
 
 def test_file_rewritten_same_size_while_read(tmp_path: Path) -> None:
     path, entries = _one_file(tmp_path, os.urandom(3 * CHUNK_SIZE))
-    done = []
+    done: list[bool] = []
 
     def rewrite(nbytes: int, files: int) -> None:
         if not done:
@@ -808,13 +826,14 @@ def test_extract_refuses_dotdot(box: Path, name: str) -> None:
 def test_extract_refuses_symlink_escape(box: Path, target: str) -> None:
     data = build_archive(
         member("link", tarfile.SYMTYPE, linkname=target),
+        member("data.txt", data=b"never written"),
         member("link/evil", data=b"pwned"),
     )
     with pytest.raises(UnsafeArchiveError, match="symlink") as err:
         extract(data, box / "dest")
     assert "'link'" in str(err.value)
     assert_only_dest(box)
-    assert not (box / "dest" / "link").is_symlink()
+    assert os.listdir(box / "dest") == []  # refused at the link, before later members
 
 
 def test_extract_refuses_symlink_chain_escape(box: Path) -> None:
@@ -945,6 +964,13 @@ def test_extract_counts_written_bytes_not_headers(tmp_path: Path, monkeypatch: p
     assert (dest / "small").stat().st_size <= 4 * MiB
 
 
+def test_extract_refuses_member_shorter_than_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = build_archive(member("f", data=b"12345"))
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, info: io.BytesIO(b"12"))
+    with pytest.raises(FetchError, match="truncated"):
+        extract(data, tmp_path / "dest")
+
+
 def test_extract_stops_at_max_members(box: Path) -> None:
     data = build_archive(*(member(f"f{i}", data=b"") for i in range(20)))
     with pytest.raises(UnsafeArchiveError, match="max_members") as err:
@@ -1009,7 +1035,7 @@ def test_extract_refuses_tar_without_end_marker(tmp_path: Path) -> None:
         info, payload = member("a.txt", data=b"hello")
         tar.addfile(info, io.BytesIO(payload or b""))
     body = raw.getvalue()
-    without_end = body[: 1024]  # header + one data block, no zero blocks
+    without_end = body[:1024]  # header + one data block, no zero blocks
     with pytest.raises(FetchError, match="corrupt or truncated"):
         extract(gzip.compress(without_end), tmp_path / "dest")
 
@@ -1028,7 +1054,7 @@ def test_extract_refuses_corrupt_header_inside_valid_gzip(tmp_path: Path) -> Non
 
 def test_extract_reads_stream_to_its_end(tmp_path: Path, backend: str) -> None:
     data = _complete_archive(tmp_path) + b"\0" * 3000  # trailing bytes after the gzip member
-    reader = CountingReader(data)
+    reader = CountingReader(data, max_read=1000)
     (tmp_path / "dest").mkdir()
     extract_tar_gz(reader, tmp_path / "dest")
     assert reader.consumed == len(data)
@@ -1113,9 +1139,9 @@ def test_safe_join_never_leaves_destination_tricky(text: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # Property: any tree of valid names survives write -> extract unchanged
 
-NAMES = st.text(
-    alphabet=st.sampled_from(list("abcXYZ019 -_.,'\"#%&+=@~\\日本éßü😀")), min_size=1, max_size=12
-).filter(lambda s: s not in (".", ".."))
+NAMES = st.text(alphabet=st.sampled_from(list("abcXYZ019 -_.,'\"#%&+=@~\\日本éßü😀")), min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
 TREES = st.dictionaries(
     NAMES,
     st.one_of(st.binary(max_size=300), st.dictionaries(NAMES, st.binary(max_size=300), max_size=3)),
