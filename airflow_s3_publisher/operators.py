@@ -2,24 +2,142 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import AssetAlias, BaseOperator
 
+from airflow_s3_publisher.exceptions import InvalidSpecError
 from airflow_s3_publisher.fetching import fetch
+from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES
 from airflow_s3_publisher.publishing import publish
+from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.spec import check_static_settings
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_s3_publisher.s3 import TransferOptions
 
+#: The template fields that every publishing task has.
+PUBLISH_TEMPLATE_FIELDS = ("bucket", "key", "endpoint", "region", "compress", "publisher", "aws_conn_id")
 
-class S3PublishOperator(BaseOperator):
+
+class PublishSettings:
+    """What a publishing task (operator or ``@task.s3_publish``) knows besides its source.
+
+    The parameters are documented on :class:`S3PublishOperator`.
+    """
+
+    bucket: str | None
+    key: str | None
+    endpoint: str | None
+    region: str | None
+    compress: bool | str | None
+    publisher: str | Mapping[str, Any] | None
+    aws_conn_id: str | None
+    published: PublishedResult | None = None
+
+    def _init_publish_settings(
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+        compress: bool | str = False,
+        publisher: str | Mapping[str, Any] | None = None,
+        aws_conn_id: str | None = "aws_default",
+        compression_level: int | None = None,
+        manifest: bool = False,
+        allow_empty: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        storage_class: str | None = None,
+        server_side_encryption: str | None = None,
+        kms_key_id: str | None = None,
+        expected_bucket_owner: str | None = None,
+        asset_alias: str | None = None,
+        transfer: TransferOptions | None = None,
+    ) -> list[AssetAlias]:
+        self.object_options = ObjectOptions(
+            metadata=dict(metadata or {}),
+            tags=dict(tags or {}),
+            content_type=content_type,
+            storage_class=storage_class,
+            server_side_encryption=server_side_encryption,
+            kms_key_id=kms_key_id,
+            expected_bucket_owner=expected_bucket_owner,
+        )
+        # An explicit compress=False must not override a publisher that says compress=true.
+        explicit_compress = None if compress is False and publisher is not None else compress
+        check_static_settings(
+            publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=explicit_compress
+        )
+        if asset_alias is not None and not asset_alias.strip():
+            raise InvalidSpecError("asset_alias must be a non-empty name such as 'daily-report'")
+        self.bucket = bucket
+        self.key = key
+        self.endpoint = endpoint
+        self.region = region
+        self.compress = explicit_compress
+        self.publisher = publisher
+        self.aws_conn_id = aws_conn_id
+        self.compression_level = compression_level
+        self.manifest = manifest
+        self.allow_empty = allow_empty
+        self.asset_alias = asset_alias
+        self.transfer = transfer
+        return [AssetAlias(asset_alias)] if asset_alias else []
+
+    def _publish(self, source: str, context: Context, logger: Any) -> dict[str, Any]:
+        result = publish(
+            source,
+            self.publisher,
+            context=context,
+            aws_conn_id=self.aws_conn_id,
+            bucket=self.bucket,
+            key=self.key,
+            endpoint=self.endpoint,
+            region=self.region,
+            compress=self.compress,
+            compression_level=self.compression_level,
+            manifest=self.manifest,
+            allow_empty=self.allow_empty,
+            object_options=self.object_options,
+            transfer=self.transfer,
+            logger=logger,
+        )
+        self.published = result
+        if self.asset_alias:
+            from airflow.sdk import Asset
+
+            # The key is only known now, hence an alias: the event names the real s3:// asset and
+            # carries the PublishedResult, so a consumer can fetch exactly this version.
+            context["outlet_events"][AssetAlias(self.asset_alias)].add(Asset(result.uri), extra=result.to_dict())
+        return result.to_dict()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
+        """OpenLineage: the published object or prefix as output dataset (``s3://<bucket>``, ``<key>``)."""
+        if self.published is None:
+            return None
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:  # the openlineage provider is optional
+            return None
+        source = getattr(self, "source", None)
+        inputs = [Dataset(namespace=f"file://{socket.getfqdn()}", name=str(source))] if source else []
+        outputs = [Dataset(namespace=f"s3://{self.published.bucket}", name=self.published.key)]
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+class S3PublishOperator(PublishSettings, BaseOperator):
     """Publish a file or directory to S3-compatible storage and return the PublishedResult.
 
     Settings come from ``publisher`` (Bacalhau's declarative dict or ``s3://`` URI) and/or the keyword
@@ -50,6 +168,8 @@ class S3PublishOperator(BaseOperator):
     :param server_side_encryption: ``AES256``, ``aws:kms`` or ``aws:kms:dsse``.
     :param kms_key_id: KMS key id for ``aws:kms``.
     :param expected_bucket_owner: 12-digit account id sent as ExpectedBucketOwner on every request.
+    :param asset_alias: emit an Asset event for ``s3://<bucket>/<key>`` through ``AssetAlias(asset_alias)``
+        (added to the task's outlets), with the PublishedResult as the event's ``extra``.
     :param transfer: :class:`~airflow_s3_publisher.s3.TransferOptions` (part size, concurrency,
         retries, timeouts, checksums).
 
@@ -57,17 +177,9 @@ class S3PublishOperator(BaseOperator):
     "VersionID", "ChecksumSHA256"}}``.
     """
 
-    template_fields: Sequence[str] = (
-        "source",
-        "bucket",
-        "key",
-        "endpoint",
-        "region",
-        "compress",
-        "publisher",
-        "aws_conn_id",
-    )
+    template_fields: Sequence[str] = ("source", *PUBLISH_TEMPLATE_FIELDS)
     template_fields_renderers = {"publisher": "json"}
+    operator_extra_links = (PublishedResultLink(),)
     ui_color = "#e8f4e4"
 
     def __init__(
@@ -91,63 +203,46 @@ class S3PublishOperator(BaseOperator):
         server_side_encryption: str | None = None,
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
+        asset_alias: str | None = None,
         transfer: TransferOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.object_options = ObjectOptions(
-            metadata=dict(metadata or {}),
-            tags=dict(tags or {}),
+        aliases = self._init_publish_settings(
+            bucket=bucket,
+            key=key,
+            endpoint=endpoint,
+            region=region,
+            compress=compress,
+            publisher=publisher,
+            aws_conn_id=aws_conn_id,
+            compression_level=compression_level,
+            manifest=manifest,
+            allow_empty=allow_empty,
+            metadata=metadata,
+            tags=tags,
             content_type=content_type,
             storage_class=storage_class,
             server_side_encryption=server_side_encryption,
             kms_key_id=kms_key_id,
             expected_bucket_owner=expected_bucket_owner,
+            asset_alias=asset_alias,
+            transfer=transfer,
         )
-        # An explicit compress=False must not override a publisher that says compress=true.
-        explicit_compress = None if compress is False and publisher is not None else compress
-        check_static_settings(
-            publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=explicit_compress
-        )
+        self.outlets = [*self.outlets, *aliases]
         self.source = source
-        self.bucket = bucket
-        self.key = key
-        self.endpoint = endpoint
-        self.region = region
-        self.compress = explicit_compress
-        self.publisher = publisher
-        self.aws_conn_id = aws_conn_id
-        self.compression_level = compression_level
-        self.manifest = manifest
-        self.allow_empty = allow_empty
-        self.transfer = transfer
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Publish and return the PublishedResult dict."""
-        result = publish(
-            self.source,
-            self.publisher,
-            context=context,
-            aws_conn_id=self.aws_conn_id,
-            bucket=self.bucket,
-            key=self.key,
-            endpoint=self.endpoint,
-            region=self.region,
-            compress=self.compress,
-            compression_level=self.compression_level,
-            manifest=self.manifest,
-            allow_empty=self.allow_empty,
-            object_options=self.object_options,
-            transfer=self.transfer,
-            logger=self.log,
-        )
-        return result.to_dict()
+        return self._publish(self.source, context, self.log)
 
 
 class S3FetchOperator(BaseOperator):
     """Download a published result (or any S3 input source spec), verify it and unpack it.
 
-    :param source: a PublishedResult dict, typically ``publish_task.output`` (templated).
+    :param source: a PublishedResult dict, typically ``publish_task.output`` (templated). Leave it out
+        in a DAG scheduled on a publisher's Asset or AssetAlias: the result carried by the newest
+        triggering asset event is fetched.
     :param destination: local directory to fetch into (templated).
     :param extract: unpack a ``.tar.gz`` object into ``destination``.
     :param filter: regex on the paths below a prefix; only matches are fetched (templated).
@@ -164,8 +259,8 @@ class S3FetchOperator(BaseOperator):
     def __init__(
         self,
         *,
-        source: Mapping[str, Any] | Any,
         destination: str,
+        source: Mapping[str, Any] | Any = None,
         extract: bool = True,
         filter: str | None = None,  # noqa: A002 - the S3 input source calls it Filter
         aws_conn_id: str | None = "aws_default",
@@ -183,11 +278,14 @@ class S3FetchOperator(BaseOperator):
         self.filter = filter
         self.aws_conn_id = aws_conn_id
         self.transfer = transfer
+        self.fetched: PublishedResult | None = None
 
     def execute(self, context: Context) -> str:
         """Fetch and return the destination path."""
+        source = self.source if self.source is not None else result_from_asset_events(context)
+        spec = source if isinstance(source, PublishedResult) else PublishedResult.from_dict(source)
         path = fetch(
-            self.source,
+            spec,
             self.destination,
             aws_conn_id=self.aws_conn_id,
             extract=self.extract,
@@ -197,4 +295,33 @@ class S3FetchOperator(BaseOperator):
             transfer=self.transfer,
             logger=self.log,
         )
+        self.fetched = spec
         return str(path)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
+        """OpenLineage: the fetched object or prefix as input dataset (``s3://<bucket>``, ``<key>``)."""
+        if self.fetched is None:
+            return None
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:  # the openlineage provider is optional
+            return None
+        return OperatorLineage(
+            inputs=[Dataset(namespace=f"s3://{self.fetched.bucket}", name=self.fetched.key)],
+            outputs=[Dataset(namespace=f"file://{socket.getfqdn()}", name=str(self.destination))],
+        )
+
+
+def result_from_asset_events(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The PublishedResult carried by the newest triggering asset event of this run."""
+    events = context.get("triggering_asset_events") or {}
+    candidates = [event for group in events.values() for event in group]
+    for event in sorted(candidates, key=lambda e: str(getattr(e, "timestamp", "")), reverse=True):
+        extra = getattr(event, "extra", None) or {}
+        if isinstance(extra, Mapping) and str(extra.get("Type", "")).lower() == "s3" and "Params" in extra:
+            return dict(extra)
+    raise InvalidSpecError(
+        "S3FetchOperator has no source and none of this run's triggering asset events carries a "
+        "PublishedResult; pass source=publish_task.output, or schedule the DAG on a publisher's asset_alias"
+    )

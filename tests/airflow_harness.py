@@ -64,7 +64,21 @@ class DagRunOutcome:
     state: str
     run_id: str
     xcoms: dict[tuple[str, int], Any]  # (task_id, map_index) -> return_value
+    links: dict[tuple[str, str], Any]  # (task_id, xcom key) -> extra link URL
     task_states: dict[str, str]
+
+
+def load_dag(dags_folder: Path, file_name: str) -> Any:
+    """Import a DAG file from the DAGs folder and return its ``dag``."""
+    path = dags_folder / file_name
+    module_name = f"dag_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module.dag
 
 
 def run_dag(
@@ -76,21 +90,13 @@ def run_dag(
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    path = dags_folder / file_name
-    module_name = f"dag_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    dag = module.dag
+    dag = load_dag(dags_folder, file_name)
     assert dag.dag_id == dag_id
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     with create_session() as session:
         rows = session.execute(
-            select(XComModel.task_id, XComModel.map_index, XComModel.value).where(
-                XComModel.dag_id == dag_id, XComModel.run_id == dag_run.run_id, XComModel.key == "return_value"
+            select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == dag_run.run_id
             )
         ).all()
         states = session.execute(
@@ -98,11 +104,21 @@ def run_dag(
                 TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run.run_id
             )
         ).all()
-    xcoms = {(task_id, map_index): XComModel.deserialize_value(_Row(value)) for task_id, map_index, value in rows}
+    xcoms = {
+        (task_id, map_index): XComModel.deserialize_value(_Row(value))
+        for task_id, map_index, key, value in rows
+        if key == "return_value"
+    }
+    links = {
+        (task_id, key): XComModel.deserialize_value(_Row(value))
+        for task_id, _map_index, key, value in rows
+        if key.startswith("_link_")
+    }
     return DagRunOutcome(
         state=str(dag_run.state),
         run_id=dag_run.run_id,
         xcoms=xcoms,
+        links=links,
         task_states={task_id: str(state) for task_id, state in states},
     )
 

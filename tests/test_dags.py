@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.airflow_harness import EXAMPLES, install_examples, run_dag
+from tests.airflow_harness import EXAMPLES, install_examples, load_dag, run_dag
 from tests.support import objects_below, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, SeaweedServer
 
@@ -76,3 +76,47 @@ def test_compressed_publish_fetch_check_dag(
     assert fetched.parent == tmp_path / "fetched"
     assert read_tree(fetched) == SAMPLE
     assert outcome.xcoms[("check", -1)] == {rel: hashlib.sha256(data).hexdigest() for rel, data in SAMPLE.items()}
+
+
+def test_taskflow_decorator_publishes_output_dir_and_emits_an_asset_event(
+    dags_folder: Path, bucket: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    outcome = run_dag(dags_folder, "example_s3_taskflow.py", "s3_publish_taskflow", {"bucket": bucket}, None)
+    assert outcome.state == "success", outcome.task_states
+    result = outcome.xcoms[("build_report", -1)]
+    params = result["Params"]
+    stored = s3_admin.get_object(Bucket=bucket, Key=params["Key"])["Body"].read()
+    assert params["ChecksumSHA256"] == sha256_b64(stored)
+    with tarfile.open(fileobj=io.BytesIO(stored), mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert members["logs/build.log"] == b"built\n"
+    assert outcome.run_id in members["report.csv"].decode()
+    # The output directory was the task's own temporary one, and it is gone.
+    assert not list(Path("/tmp").glob("s3publish-build_report-*"))
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == outcome.run_id)).all()
+        assert [e.asset.uri for e in events] == [f"s3://{bucket}/{params['Key']}"]
+        assert events[0].extra == result
+        event = events[0]
+        session.expunge_all()
+
+    # The consumer DAG, scheduled on the alias, fetches what the event describes.
+    consumer = load_dag(dags_folder, "example_s3_asset_consumer.py")
+    fetch = consumer.get_task("fetch")
+    fetch.destination = str(tmp_path / "consumed")
+    fetched = fetch.execute({"triggering_asset_events": {"s3-publisher-reports": [event]}})
+    assert Path(fetched, "logs", "build.log").read_bytes() == b"built\n"
+
+
+def test_extra_link_points_at_the_published_object(dags_folder: Path, bucket: str, tmp_path: Path) -> None:
+    conf = {"bucket": bucket, "fetch_root": str(tmp_path / "fetched")}
+    outcome = run_dag(dags_folder, "example_s3_roundtrip.py", "s3_publish_fetch_roundtrip", conf, None)
+    params = outcome.xcoms[("publish", -1)]["Params"]
+    link = outcome.links[("publish", "_link_PublishedResultLink")]
+    assert link.startswith(f"{params['Endpoint']}/{bucket}/")
+    assert f"versionId={params['VersionID']}" in link or not params["VersionID"]
