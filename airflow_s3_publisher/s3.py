@@ -155,11 +155,38 @@ def connect(
             operation="connect",
             bucket="",
         ) from err
+    _log_retries(client, opts.max_attempts)
     return Connection(
         client=client,
         endpoint=endpoint_url or client.meta.endpoint_url,
         region=client.meta.region_name or "",
     )
+
+
+def _log_retries(client: S3Client, max_attempts: int) -> None:
+    """Log every failed attempt that botocore is about to retry (retries are otherwise silent)."""
+
+    def on_response(
+        attempts: int, response: Any, caught_exception: BaseException | None, operation: Any, **_: Any
+    ) -> None:
+        status = response[0].status_code if response is not None else 0
+        if caught_exception is not None:
+            reason = type(caught_exception).__name__
+        elif status >= 500 or status == 429:
+            code = (response[1] or {}).get("Error", {}).get("Code", "")
+            reason = f"HTTP {status} {code}".strip()
+        else:
+            return
+        if attempts < max_attempts:
+            log.warning(
+                "S3 %s attempt %d of %d failed (%s); retrying with backoff",
+                operation.name,
+                attempts,
+                max_attempts,
+                reason,
+            )
+
+    client.meta.events.register("needs-retry.s3", on_response)
 
 
 @contextmanager

@@ -261,7 +261,9 @@ class TestCredentialsAndEndpoint:
         )
         assert (result.endpoint, result.region) == (seaweed.endpoint, "ap-south-1")
 
-    def test_unreachable_endpoint_fails_in_bounded_time(self, source: Path, admin_conn: str) -> None:
+    def test_unreachable_endpoint_fails_in_bounded_time(
+        self, source: Path, admin_conn: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
         options = TransferOptions(max_attempts=2, connect_timeout=1, read_timeout=2)
         with pytest.raises(PublishError, match="EndpointConnectionError|ConnectTimeout"):
             publish(
@@ -272,6 +274,7 @@ class TestCredentialsAndEndpoint:
                 aws_conn_id=admin_conn,
                 transfer=options,
             )
+        assert "PutObject attempt 1 of 2 failed (EndpointConnectionError); retrying with backoff" in caplog.text
 
 
 class TestNothingHalfPublished:
