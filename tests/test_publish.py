@@ -262,7 +262,7 @@ class TestCredentialsAndEndpoint:
         assert (result.endpoint, result.region) == (seaweed.endpoint, "ap-south-1")
 
     def test_unreachable_endpoint_fails_in_bounded_time(
-        self, source: Path, admin_conn: str, caplog: pytest.LogCaptureFixture
+        self, source: Path, admin_conn: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
     ) -> None:
         options = TransferOptions(max_attempts=2, connect_timeout=1, read_timeout=2)
         with pytest.raises(PublishError, match="EndpointConnectionError|ConnectTimeout"):
@@ -274,7 +274,9 @@ class TestCredentialsAndEndpoint:
                 aws_conn_id=admin_conn,
                 transfer=options,
             )
-        assert "PutObject attempt 1 of 2 failed (EndpointConnectionError); retrying with backoff" in caplog.text
+        # Once Airflow has configured logging (structlog), records reach stdout rather than caplog.
+        logged = caplog.text + capsys.readouterr().out
+        assert "PutObject attempt 1 of 2 failed (EndpointConnectionError); retrying with backoff" in logged
 
 
 class TestNothingHalfPublished:
