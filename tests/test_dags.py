@@ -13,7 +13,7 @@ import pytest
 
 from tests.airflow_harness import EXAMPLES, install_examples, load_dag, run_dag
 from tests.support import objects_below, read_tree, sha256_b64, use_connection
-from tools.seaweed import ADMIN, SeaweedServer
+from tools.seaweed import ADMIN, Identity, SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -120,3 +120,36 @@ def test_extra_link_points_at_the_published_object(dags_folder: Path, bucket: st
     link = outcome.links[("publish", "_link_PublishedResultLink")]
     assert link.startswith(f"{params['Endpoint']}/{bucket}/")
     assert f"versionId={params['VersionID']}" in link or not params["VersionID"]
+
+
+def test_credentials_never_reach_logs_xcom_or_errors(
+    airflow_db: Path,
+    seaweed: SeaweedServer,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    folder = airflow_db / "dags"
+    install_examples(folder)
+    conf = {"bucket": bucket, "fetch_root": str(tmp_path / "fetched")}
+    # A good run with the real secret, then a failing run with a wrong, recognisable one.
+    use_connection(monkeypatch, "aws_default", seaweed, ADMIN)
+    good = run_dag(folder, "example_s3_roundtrip.py", "s3_publish_fetch_roundtrip", conf, None)
+    wrong = Identity("leak-check", ADMIN.access_key, "Wr0ng-S3cret-Must-Not-Leak-4242", ())
+    use_connection(monkeypatch, "aws_default", seaweed, wrong)
+    bad = run_dag(folder, "example_s3_roundtrip.py", "s3_publish_fetch_roundtrip", conf, None)
+    assert good.state == "success"
+    assert bad.state == "failed"
+    assert bad.task_states["publish"] == "failed"
+
+    output = capfd.readouterr()
+    logged = output.out + output.err
+    assert "SignatureDoesNotMatch" in logged  # the failure itself is reported...
+    secrets = (ADMIN.secret_key, wrong.secret_key)
+    for secret in secrets:  # ...and no secret anywhere: logs, XComs, links, the metadata DB, log files
+        assert secret not in logged
+        assert secret not in repr(good.xcoms) + repr(good.links) + repr(bad.xcoms) + repr(bad.links)
+        for path in airflow_db.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
