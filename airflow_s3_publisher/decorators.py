@@ -14,7 +14,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from airflow_s3_publisher.links import PublishedResultLink
-from airflow_s3_publisher.operators import PUBLISH_TEMPLATE_FIELDS, PublishSettings
+from airflow_s3_publisher.operators import PUBLISH_OPTION_NAMES, PUBLISH_TEMPLATE_FIELDS, PublishSettings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,24 +46,7 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
-        settings = {
-            name: kwargs.pop(name)
-            for name in (
-                "compression_level",
-                "manifest",
-                "allow_empty",
-                "metadata",
-                "tags",
-                "content_type",
-                "storage_class",
-                "server_side_encryption",
-                "kms_key_id",
-                "expected_bucket_owner",
-                "asset_alias",
-                "transfer",
-            )
-            if name in kwargs
-        }
+        settings = {name: kwargs.pop(name) for name in PUBLISH_OPTION_NAMES if name in kwargs}
         op_kwargs = dict(op_kwargs or {})
         self._wants_output_dir = OUTPUT_DIR_ARG in signature(python_callable).parameters
         if self._wants_output_dir:

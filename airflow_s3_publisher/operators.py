@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 
 #: The template fields that every publishing task has.
 PUBLISH_TEMPLATE_FIELDS = ("bucket", "key", "endpoint", "region", "compress", "publisher", "aws_conn_id")
+#: The other publish settings, which are not templated.
+PUBLISH_OPTION_NAMES = (
+    "compression_level",
+    "manifest",
+    "allow_empty",
+    "metadata",
+    "tags",
+    "content_type",
+    "storage_class",
+    "server_side_encryption",
+    "kms_key_id",
+    "expected_bucket_owner",
+    "asset_alias",
+    "transfer",
+)
 
 
 class PublishSettings:
