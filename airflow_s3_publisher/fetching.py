@@ -71,9 +71,12 @@ def fetch(
         raise FetchError(f"invalid filter regex {pattern!r}: {err}") from None
     options = transfer or TransferOptions()
     target = Path(destination)
-    target.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
+    except OSError as err:
+        raise FetchError(f"cannot prepare the destination {target}: {err}") from err
     owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
     job = _Fetch(conn, spec, staging, options, owner, logger or log)
     try:

@@ -13,5 +13,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
-.venv/bin/uv pip sync --quiet --python .venv/bin/python requirements/lock.txt
+.venv/bin/uv pip sync --quiet --compile-bytecode --python .venv/bin/python requirements/lock.txt
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
