@@ -507,12 +507,12 @@ def _changed(entry: SourceEntry, detail: str) -> SourceError:
     )
 
 
-def _copy_file(
-    entry: SourceEntry,
-    sink: _GzipSink,
-    buffer: memoryview,
-    on_progress: Callable[[int, int], object] | None,
-) -> None:
+def open_listed(entry: SourceEntry) -> io.FileIO:
+    """Open a file of :func:`collect_source` for reading, refusing it if it changed since it was listed.
+
+    Raises :class:`SourceError` when the file was removed, replaced (by a link or a non-regular file)
+    or has another size or mtime. Read exactly ``entry.size`` bytes, then call :func:`check_unchanged`.
+    """
     # O_NOFOLLOW: entry.path is fully resolved, so a link here was put in place after the listing.
     # O_NONBLOCK: a FIFO swapped in must not hang the open; the fstat below refuses it.
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -524,7 +524,8 @@ def _copy_file(
         if err.errno == errno.ELOOP:
             raise _changed(entry, "it was replaced by a symlink") from None
         raise SourceError(f"cannot open {entry.path}: {err.strerror or err}") from err
-    with open(fd, "rb", buffering=0) as handle:
+    handle = open(fd, "rb", buffering=0)  # noqa: SIM115 - returned to the caller, who closes it
+    try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise _changed(entry, "it is no longer a regular file")
@@ -534,20 +535,43 @@ def _copy_file(
                 f"listed with {entry.size} bytes and mtime {entry.mtime}, opened with "
                 f"{before.st_size} bytes and mtime {before.st_mtime}",
             )
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def check_unchanged(entry: SourceEntry, handle: io.FileIO, remaining: int) -> None:
+    """After reading a file from :func:`open_listed`: refuse it if it ended early, grew or changed.
+
+    ``remaining`` is how many of its listed bytes were not read (0 when all were).
+    """
+    if remaining:
+        raise _changed(entry, f"it ended {remaining} bytes early")
+    if handle.read(1):
+        raise _changed(entry, f"it grew past its listed {entry.size} bytes")
+    after = os.fstat(handle.fileno())
+    if after.st_size != entry.size or after.st_mtime != entry.mtime:
+        raise _changed(entry, "its size or mtime changed while it was read")
+
+
+def _copy_file(
+    entry: SourceEntry,
+    sink: _GzipSink,
+    buffer: memoryview,
+    on_progress: Callable[[int, int], object] | None,
+) -> None:
+    with open_listed(entry) as handle:
         remaining = entry.size
         while remaining:
             count = handle.readinto(buffer[: min(remaining, len(buffer))])
             if not count:
-                raise _changed(entry, f"it ended {remaining} bytes early")
+                break
             sink.write(buffer[:count])
             remaining -= count
             if on_progress is not None:
                 on_progress(count, 0)
-        if handle.read(1):
-            raise _changed(entry, f"it grew past its listed {entry.size} bytes")
-        after = os.fstat(fd)
-        if after.st_size != entry.size or after.st_mtime != entry.mtime:
-            raise _changed(entry, "its size or mtime changed while it was read")
+        check_unchanged(entry, handle, remaining)
 
 
 # --------------------------------------------------------------------------------------------------

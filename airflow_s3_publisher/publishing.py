@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, Sour
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
 from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
 from airflow_s3_publisher.options import ObjectOptions
-from airflow_s3_publisher.packing import SourceEntry, collect_source, write_tar_gz
+from airflow_s3_publisher.packing import SourceEntry, check_unchanged, collect_source, open_listed, write_tar_gz
 from airflow_s3_publisher.progress import LogLike, Progress
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.s3 import (
@@ -24,6 +24,7 @@ from airflow_s3_publisher.s3 import (
     MultipartWriter,
     TransferOptions,
     UploadResult,
+    abort_stale_uploads,
     b64,
     connect,
     put_object,
@@ -90,7 +91,9 @@ def publish(
             f"source {os.fspath(source)!r} has no file to publish; pass allow_empty=True to publish "
             "an empty result anyway"
         )
-    job = _Job(spec.bucket, object_key, options, objects, _run_metadata(run), logger)
+    # A retry (Airflow's try 2+) first aborts multipart uploads its failed predecessor could not.
+    is_retry = run.try_number is not None and run.try_number > 1
+    job = _Job(spec.bucket, object_key, options, objects, _run_metadata(run), logger, is_retry, datetime.now(UTC))
     plain = {} if spec.compress else _plain_keys(object_key, files, single=Path(source).is_file(), manifest=manifest)
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
     total = sum(entry.size for entry in files)
@@ -172,6 +175,13 @@ class _Job:
     objects: ObjectOptions
     run_metadata: dict[str, str]
     logger: LogLike
+    is_retry: bool
+    started: datetime
+
+    def writer(self, conn: Connection, key: str, extra: dict[str, Any], **kwargs: Any) -> MultipartWriter:
+        if self.is_retry:
+            abort_stale_uploads(conn, self.bucket, key, self.objects.request_args(), self.started)
+        return MultipartWriter(conn, self.bucket, key, self.options, extra=extra, **kwargs)
 
     def put_args(self, name: str, *, archive: bool, sha256: bytes | None = None) -> dict[str, Any]:
         metadata = dict(self.run_metadata)
@@ -184,7 +194,7 @@ class _Job:
     ) -> UploadResult:
         # The object's SHA-256 is only known once it is written, so a streamed archive carries it in
         # the PublishedResult rather than in its metadata.
-        writer = MultipartWriter(conn, self.bucket, self.key, self.options, extra=self.put_args(self.key, archive=True))
+        writer = self.writer(conn, self.key, self.put_args(self.key, archive=True))
         try:
             write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
             return writer.close()
@@ -251,16 +261,9 @@ class _Job:
     def _upload_large_file(self, conn: Connection, key: str, entry: SourceEntry, progress: Progress) -> UploadResult:
         # Large files go multipart; their SHA-256 is only known once read, so it is in the manifest,
         # not in the object's metadata.
-        writer = MultipartWriter(
-            conn,
-            self.bucket,
-            key,
-            self.options,
-            extra=self.put_args(entry.relpath, archive=False),
-            on_bytes=lambda n: progress.add(n),
-        )
+        writer = self.writer(conn, key, self.put_args(entry.relpath, archive=False), on_bytes=lambda n: progress.add(n))
         try:
-            with open(entry.path, "rb") as handle:
+            with open_listed(entry) as handle:
                 remaining = entry.size
                 while remaining > 0:
                     chunk = handle.read(min(self.options.part_size, remaining))
@@ -268,10 +271,7 @@ class _Job:
                         break
                     writer.write(chunk)
                     remaining -= len(chunk)
-                extra = handle.read(1)
-                stat = os.fstat(handle.fileno())
-            if remaining or extra or stat.st_size != entry.size or stat.st_mtime != entry.mtime:
-                raise SourceError(f"{entry.path} changed while being published; publish only files that are complete")
+                check_unchanged(entry, handle, remaining)
             result = writer.close()
         except BaseException:
             writer.abort()
@@ -282,12 +282,9 @@ class _Job:
 
 def _read_whole(entry: SourceEntry) -> bytes:
     """Read a small file, refusing it if it changed since it was listed."""
-    with open(entry.path, "rb") as handle:
-        data = handle.read(entry.size + 1)
-        stat = os.fstat(handle.fileno())
-    if len(data) != entry.size or stat.st_size != entry.size or stat.st_mtime != entry.mtime:
-        raise SourceError(
-            f"{entry.path} changed while being published (listed with {entry.size} bytes, read "
-            f"{len(data)}); publish only files that are complete"
-        )
-    return data
+    data = bytearray()
+    with open_listed(entry) as handle:
+        while len(data) < entry.size and (chunk := handle.read(entry.size - len(data))):
+            data += chunk
+        check_unchanged(entry, handle, entry.size - len(data))
+    return bytes(data)

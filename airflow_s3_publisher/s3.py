@@ -64,6 +64,7 @@ _PERMISSION = {
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
     "ListObjectsV2": "s3:ListBucket",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
 }
 
 
@@ -457,12 +458,54 @@ class MultipartWriter:
                     Bucket=self.bucket, Key=self.key, UploadId=upload_id, **self._request_args()
                 )
         except S3RequestError as err:
-            log.warning("Could not abort the multipart upload of s3://%s/%s: %s", self.bucket, self.key, err)
+            log.warning(
+                "Could not abort the multipart upload %s of s3://%s/%s (a retry of the task cleans it up; "
+                "an AbortIncompleteMultipartUpload lifecycle rule does too): %s",
+                upload_id,
+                self.bucket,
+                self.key,
+                err,
+            )
 
     def _shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def abort_stale_uploads(conn: Connection, bucket: str, key: str, request_args: dict[str, Any], before: Any) -> int:
+    """Abort incomplete multipart uploads of exactly ``key`` started before ``before`` (best effort).
+
+    An earlier try whose store went away could not abort its upload; its retry cleans up here. Needs
+    ``s3:ListBucketMultipartUploads`` and ``s3:AbortMultipartUpload``; without them nothing is done.
+    """
+    try:
+        with translate_errors("ListMultipartUploads", bucket, key):
+            response = conn.client.list_multipart_uploads(Bucket=bucket, Prefix=key, **request_args)
+    except S3RequestError as err:
+        log.info("Could not look for incomplete uploads of s3://%s/%s left by an earlier try: %s", bucket, key, err)
+        return 0
+    aborted = 0
+    for upload in response.get("Uploads", []):
+        if upload.get("Key") != key or upload.get("Initiated", before) >= before:
+            continue
+        try:
+            with translate_errors("AbortMultipartUpload", bucket, key):
+                conn.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"], **request_args)
+        except S3RequestError as err:
+            log.warning(
+                "Could not abort the incomplete upload %s of s3://%s/%s: %s", upload["UploadId"], bucket, key, err
+            )
+            continue
+        aborted += 1
+        log.warning(
+            "Aborted the incomplete multipart upload %s of s3://%s/%s left by an earlier try (started %s)",
+            upload["UploadId"],
+            bucket,
+            key,
+            upload.get("Initiated"),
+        )
+    return aborted
 
 
 class HashingReader:

@@ -212,6 +212,26 @@ class TestLeastPrivilege:
         data = s3_admin.get_object(Bucket=WRITE_ONLY_BUCKET, Key=result.key)["Body"].read()
         assert sha256_b64(data) == result.checksum_sha256
 
+    def test_a_retry_with_write_only_credentials_still_publishes(
+        self, tmp_path: Path, writer_conn: str, s3_admin: S3Client, requests: list[tuple[str, dict[str, str]]]
+    ) -> None:
+        # Try 2 looks for uploads its predecessor left; write-only credentials may not list them.
+        make_tree(tmp_path / "src", {"r.bin": os.urandom(6 * MiB)})
+        context = {"run_id": "r", "ti": type("TI", (), {"dag_id": "d", "task_id": "t", "try_number": 2})()}
+        result = publish(
+            tmp_path / "src",
+            bucket=WRITE_ONLY_BUCKET,
+            key="retry-writer",
+            compress=True,
+            context=context,
+            aws_conn_id=writer_conn,
+            transfer=SMALL_PARTS,
+        )
+        assert names(requests)[0] == "ListMultipartUploads"
+        assert set(names(requests)[1:]) <= PUT_ONLY
+        data = s3_admin.get_object(Bucket=WRITE_ONLY_BUCKET, Key=result.key)["Body"].read()
+        assert sha256_b64(data) == result.checksum_sha256
+
     def test_missing_permission_names_permission_and_bucket(self, source: Path, writer_conn: str, bucket: str) -> None:
         with pytest.raises(PublishError, match=rf"s3:PutObject on arn:aws:s3:::{bucket}/denied/") as err:
             publish(source, bucket=bucket, key="denied", aws_conn_id=writer_conn)
