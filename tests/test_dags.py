@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,3 +154,21 @@ def test_credentials_never_reach_logs_xcom_or_errors(
         for path in airflow_db.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def test_sixteen_map_indexes_each_publish_their_own_exact_archive(
+    dags_folder: Path, bucket: str, s3_admin: S3Client
+) -> None:
+    shutil.copy(Path(__file__).parent / "dags" / "mapped_publish.py", dags_folder)
+    outcome = run_dag(dags_folder, "mapped_publish.py", "s3_publish_mapped", {"bucket": bucket}, None)
+    assert outcome.state == "success", outcome.task_states
+    results = {index: value["Params"] for (task_id, index), value in outcome.xcoms.items() if task_id == "part"}
+    assert sorted(results) == list(range(16))
+    for index, params in results.items():
+        assert params["Key"].endswith(f"/{index}.tar.gz")
+        stored = s3_admin.get_object(Bucket=bucket, Key=params["Key"])["Body"].read()
+        assert params["ChecksumSHA256"] == sha256_b64(stored)
+        with tarfile.open(fileobj=io.BytesIO(stored), mode="r:gz") as tar:
+            member = tar.extractfile(f"part-{index}.txt")
+            assert member is not None
+            assert member.read() == f"part {index}\n".encode() * (index + 1)
