@@ -73,7 +73,8 @@ class TransferOptions:
     """How bytes move: part size, parallelism, retries, timeouts and checksums.
 
     :param part_size: multipart part size in bytes; files and archives up to this size go in one PUT.
-    :param concurrency: requests in flight at once (files or parts); with ``part_size`` it bounds memory.
+    :param concurrency: requests in flight at once (files or parts); the parts of one multipart upload
+        held in memory are capped near 64 MiB (at least one part).
     :param max_attempts: attempts per request, first included (botocore retry policy).
     :param retry_mode: botocore retry mode: ``standard`` or ``adaptive``.
     :param connect_timeout: seconds to wait for a connection before retrying.
@@ -89,6 +90,11 @@ class TransferOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     checksums: bool = True
+
+    @property
+    def parts_in_memory(self) -> int:
+        """Parts of one multipart upload held at once: ``concurrency``, capped near 64 MiB in all."""
+        return max(1, min(self.concurrency, (64 * MiB) // self.part_size))
 
     def __post_init__(self) -> None:
         if self.part_size < 5 * MiB:
@@ -331,12 +337,20 @@ class MultipartWriter:
             raise ValueError("write to a closed MultipartWriter")
         self._hash.update(data)
         self._size += len(data)
-        self._buffer += data
         part_size = self.options.part_size
-        while len(self._buffer) >= part_size:
-            chunk = bytes(self._buffer[:part_size])
-            del self._buffer[:part_size]
-            self._submit(chunk)
+        view = memoryview(data)
+        if self._buffer:
+            # Top up the pending part first.
+            take = min(part_size - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == part_size:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+        while len(view) >= part_size:  # whole parts straight from the caller's bytes: one copy
+            self._submit(bytes(view[:part_size]))
+            view = view[part_size:]
+        self._buffer += view
         return len(data)
 
     @property
@@ -358,7 +372,7 @@ class MultipartWriter:
                 response = self.conn.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **args)
             self._upload_id = response["UploadId"]
             self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-part")
-            self._slots = threading.BoundedSemaphore(self.options.concurrency)
+            self._slots = threading.BoundedSemaphore(self.options.parts_in_memory)
         if len(self._parts) >= MAX_PARTS:
             raise S3RequestError(
                 f"s3://{self.bucket}/{self.key} needs more than {MAX_PARTS} parts; raise part_size",
