@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,9 @@ from airflow_s3_publisher.s3 import (
 from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
 
 log = logging.getLogger(__name__)
+
+#: Bytes of small files read whole and held in memory at once across the upload threads.
+MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 def publish(
@@ -210,11 +215,14 @@ class _Job:
         large = [(k, e) for k, e in targets.items() if e.size > part_size]
         done: list[UploadResult] = []
 
+        budget = _ByteBudget(MEMORY_BUDGET)
+
         def upload_small(item: tuple[str, SourceEntry]) -> UploadResult:
             object_key, entry = item
-            data = _read_whole(entry)
-            extra = self.put_args(entry.relpath, archive=False, sha256=hashlib.sha256(data).digest())
-            result = put_object(conn, self.bucket, object_key, data, options=self.options, extra=extra)
+            with budget.hold(entry.size):
+                data = _read_whole(entry)
+                extra = self.put_args(entry.relpath, archive=False, sha256=hashlib.sha256(data).digest())
+                result = put_object(conn, self.bucket, object_key, data, options=self.options, extra=extra)
             progress.add(entry.size, 1)
             return result
 
@@ -282,9 +290,30 @@ class _Job:
 
 def _read_whole(entry: SourceEntry) -> bytes:
     """Read a small file, refusing it if it changed since it was listed."""
-    data = bytearray()
     with open_listed(entry) as handle:
-        while len(data) < entry.size and (chunk := handle.read(entry.size - len(data))):
-            data += chunk
+        data = handle.read(entry.size)
+        while len(data) < entry.size and (more := handle.read(entry.size - len(data))):
+            data += more  # only after a short read, which is rare
         check_unchanged(entry, handle, entry.size - len(data))
-    return bytes(data)
+    return data
+
+
+class _ByteBudget:
+    """Bounds the bytes of small files held in memory at once (one file always fits)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        with self._free:
+            self._free.wait_for(lambda: self._used == 0 or self._used + size <= self._limit)
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= size
+                self._free.notify_all()
