@@ -83,7 +83,7 @@ class TransferOptions:
         off only for stores that reject checksum headers.
     """
 
-    part_size: int = 16 * MiB
+    part_size: int = 8 * MiB
     concurrency: int = 8
     max_attempts: int = 5
     retry_mode: str = "standard"

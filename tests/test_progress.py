@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-
-import pytest
+from typing import TYPE_CHECKING
 
 from airflow_s3_publisher.progress import Progress
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def test_lines_come_at_the_interval_not_per_call(caplog: pytest.LogCaptureFixture) -> None:
