@@ -210,9 +210,9 @@ class _Job:
             raise
 
     def plain(self, conn: Connection, targets: Mapping[str, SourceEntry], progress: Progress) -> list[UploadResult]:
-        part_size = self.options.part_size
-        small = [(k, e) for k, e in targets.items() if e.size <= part_size]
-        large = [(k, e) for k, e in targets.items() if e.size > part_size]
+        threshold = self.options.multipart_threshold
+        small = [(k, e) for k, e in targets.items() if e.size <= threshold]
+        large = [(k, e) for k, e in targets.items() if e.size > threshold]
         done: list[UploadResult] = []
 
         budget = _ByteBudget(MEMORY_BUDGET)

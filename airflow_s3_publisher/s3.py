@@ -72,7 +72,9 @@ _PERMISSION = {
 class TransferOptions:
     """How bytes move: part size, parallelism, retries, timeouts and checksums.
 
-    :param part_size: multipart part size in bytes; files and archives up to this size go in one PUT.
+    :param part_size: multipart part size in bytes; an archive up to this size goes in one PUT.
+    :param multipart_threshold: files of a plain publish up to this size go in one PUT each (many in
+        parallel); larger ones go as multipart uploads.
     :param concurrency: requests in flight at once (files or parts); the parts of one multipart upload
         held in memory are capped near 64 MiB (at least one part).
     :param max_attempts: attempts per request, first included (botocore retry policy).
@@ -84,6 +86,7 @@ class TransferOptions:
     """
 
     part_size: int = 8 * MiB
+    multipart_threshold: int = 16 * MiB
     concurrency: int = 8
     max_attempts: int = 5
     retry_mode: str = "standard"
@@ -99,6 +102,8 @@ class TransferOptions:
     def __post_init__(self) -> None:
         if self.part_size < 5 * MiB:
             raise ValueError(f"part_size {self.part_size} is below S3's minimum of 5 MiB (5242880 bytes)")
+        if self.multipart_threshold < 1:
+            raise ValueError(f"multipart_threshold {self.multipart_threshold} must be at least 1 byte")
         if self.concurrency < 1:
             raise ValueError(f"concurrency {self.concurrency} must be at least 1")
         if self.max_attempts < 1:

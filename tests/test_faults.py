@@ -68,9 +68,13 @@ pytestmark = pytest.mark.timeout(180)
 SEED = int(os.environ.get("FAULTPROXY_SEED", "4242"))
 PART = 5 * MiB
 #: Generous attempts: with 30% of requests failing, 10 attempts all fail with odds of 6e-6 per request.
-PATIENT = TransferOptions(part_size=PART, concurrency=4, max_attempts=10, connect_timeout=2, read_timeout=30)
+PATIENT = TransferOptions(
+    part_size=PART, multipart_threshold=PART, concurrency=4, max_attempts=10, connect_timeout=2, read_timeout=30
+)
 #: Gives up quickly: for the tests where the publish must fail.
-IMPATIENT = TransferOptions(part_size=PART, concurrency=2, max_attempts=2, connect_timeout=1, read_timeout=1)
+IMPATIENT = TransferOptions(
+    part_size=PART, multipart_threshold=PART, concurrency=2, max_attempts=2, connect_timeout=1, read_timeout=1
+)
 RETRY_LOGGER = "botocore.retries.standard"
 
 
@@ -437,7 +441,9 @@ def killed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KillOutco
         conn = use_connection(patch, "s3_killed", server, ADMIN)
         # Throttled so that the kill lands in the middle, whatever the machine's speed.
         proxy = stack.enter_context(running_proxy(server.endpoint, seed=SEED, upload_bytes_per_second=24 * MiB))
-        options = TransferOptions(part_size=PART, concurrency=2, max_attempts=3, connect_timeout=1, read_timeout=5)
+        options = TransferOptions(
+            part_size=PART, multipart_threshold=PART, concurrency=2, max_attempts=3, connect_timeout=1, read_timeout=5
+        )
         killed_at: list[float] = []
 
         def kill_when_parts_went_through() -> None:
@@ -545,7 +551,9 @@ def test_store_killed_and_back_within_the_retry_window_loses_and_leaks_nothing(
         server.create_bucket("restarted")
         conn = use_connection(monkeypatch, "s3_restarted", server, ADMIN)
         proxy = stack.enter_context(running_proxy(server.endpoint, seed=SEED, upload_bytes_per_second=24 * MiB))
-        options = TransferOptions(part_size=PART, concurrency=2, max_attempts=8, connect_timeout=1, read_timeout=10)
+        options = TransferOptions(
+            part_size=PART, multipart_threshold=PART, concurrency=2, max_attempts=8, connect_timeout=1, read_timeout=10
+        )
         restarted: list[float] = []
 
         def crash_and_restart() -> None:
@@ -717,7 +725,7 @@ def remove_file(path: Path) -> None:
     path.unlink()
 
 
-ONE_AT_A_TIME = TransferOptions(part_size=PART, concurrency=1, max_attempts=2)
+ONE_AT_A_TIME = TransferOptions(part_size=PART, multipart_threshold=PART, concurrency=1, max_attempts=2)
 
 
 @pytest.mark.parametrize(
@@ -789,7 +797,9 @@ def test_sixteen_concurrent_publishes_are_each_correct(
             sizes["big.bin"] = 6 * MiB + i  # multipart, plain or archived
         jobs.append((i, i % 2 == 0, write_random_tree(tmp_path / f"src{i}", sizes)))
     fault_proxy.configure(error_rate=0.1, reset_rate=0.05, reset_after=32 * 1024)
-    options = TransferOptions(part_size=PART, concurrency=2, max_attempts=10, connect_timeout=2, read_timeout=30)
+    options = TransferOptions(
+        part_size=PART, multipart_threshold=PART, concurrency=2, max_attempts=10, connect_timeout=2, read_timeout=30
+    )
 
     def run(job: tuple[int, bool, dict[str, bytes]]) -> PublishedResult:
         i, compress, _ = job

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 PUT_ONLY = {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
-SMALL_PARTS = TransferOptions(part_size=5 * MiB, concurrency=4)
+SMALL_PARTS = TransferOptions(part_size=5 * MiB, multipart_threshold=5 * MiB, concurrency=4)
 
 
 @pytest.fixture
