@@ -59,7 +59,7 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
             op_kwargs=op_kwargs,
             **kwargs,
         )
-        aliases = self._init_publish_settings(
+        self._init_publish_settings(
             bucket=bucket,
             key=key,
             endpoint=endpoint,
@@ -69,7 +69,6 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
             aws_conn_id=aws_conn_id,
             **settings,
         )
-        self.outlets = [*self.outlets, *aliases]
 
     def execute(self, context: Context) -> Any:
         output_dir = Path(tempfile.mkdtemp(prefix=f"s3publish-{self.task_id}-"))

@@ -56,6 +56,7 @@ class PublishSettings:
     publisher: str | Mapping[str, Any] | None
     aws_conn_id: str | None
     published: PublishedResult | None = None
+    outlets: list[Any]
 
     def _init_publish_settings(
         self,
@@ -79,7 +80,7 @@ class PublishSettings:
         expected_bucket_owner: str | None = None,
         asset_alias: str | None = None,
         transfer: TransferOptions | None = None,
-    ) -> list[AssetAlias]:
+    ) -> None:
         self.object_options = ObjectOptions(
             metadata=dict(metadata or {}),
             tags=dict(tags or {}),
@@ -108,7 +109,8 @@ class PublishSettings:
         self.allow_empty = allow_empty
         self.asset_alias = asset_alias
         self.transfer = transfer
-        return [AssetAlias(asset_alias)] if asset_alias else []
+        if asset_alias:
+            self.outlets = [*self.outlets, AssetAlias(asset_alias)]
 
     def _publish(self, source: str, context: Context, logger: Any) -> dict[str, Any]:
         result = publish(
@@ -223,7 +225,7 @@ class S3PublishOperator(PublishSettings, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        aliases = self._init_publish_settings(
+        self._init_publish_settings(
             bucket=bucket,
             key=key,
             endpoint=endpoint,
@@ -244,7 +246,6 @@ class S3PublishOperator(PublishSettings, BaseOperator):
             asset_alias=asset_alias,
             transfer=transfer,
         )
-        self.outlets = [*self.outlets, *aliases]
         self.source = source
 
     def execute(self, context: Context) -> dict[str, Any]:
