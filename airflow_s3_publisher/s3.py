@@ -151,12 +151,14 @@ def connect(
         "read_timeout": opts.read_timeout,
         "max_pool_connections": max(10, opts.concurrency * 2),
     }
-    if endpoint_url and not is_aws_endpoint(endpoint_url):
-        ours["s3"] = {"addressing_style": "path"}
+    base = hook.config if hook.config is not None else Config()
+    configured_s3 = dict(getattr(base, "s3", None) or {})
+    if endpoint_url and not is_aws_endpoint(endpoint_url) and "addressing_style" not in configured_s3:
+        # Path-style for custom endpoints, unless the connection's config_kwargs chose a style.
+        ours["s3"] = {**configured_s3, "addressing_style": "path"}
     if not opts.checksums:
         ours["request_checksum_calculation"] = "when_required"
         ours["response_checksum_validation"] = "when_required"
-    base = hook.config if hook.config is not None else Config()
     config = base.merge(Config(**ours))
     try:
         session = hook.get_session(region_name=region or hook.region_name)

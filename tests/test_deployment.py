@@ -97,6 +97,25 @@ def test_roundtrip_dag_in_deployed_airflow(
         assert deployment.xcom(ROUNDTRIP, run_id, "check") == digests
 
 
+def test_two_runs_in_parallel_each_publish_their_own_objects(
+    deployment: AirflowDeployment, bucket: str, s3_admin: S3Client
+) -> None:
+    dag_id = "s3_publish_directory"
+    with deployment.diagnosed():
+        deployment.unpause(dag_id)
+        run_ids = [deployment.trigger(dag_id, {"bucket": bucket}) for _ in range(2)]
+        for run_id in run_ids:
+            state = deployment.wait_run_finished(dag_id, run_id, RUN_TIMEOUT)
+            assert state == "success", deployment.task_states(dag_id, run_id)
+        keys = set()
+        for run_id in run_ids:
+            params = deployment.xcom(dag_id, run_id, "publish_uri")["Params"]
+            keys.add(params["Key"])
+            stored = objects_below(s3_admin, bucket, params["Key"])
+            assert stored == {params["Key"] + rel: data for rel, data in SAMPLE.items()}
+        assert len(keys) == 2  # {jobID} keeps the runs apart
+
+
 def test_asset_alias_event_triggers_the_consumer_dag(
     deployment: AirflowDeployment, seaweed: SeaweedServer, bucket: str, s3_admin: S3Client
 ) -> None:

@@ -281,6 +281,15 @@ class TestCredentialsAndEndpoint:
         )
         assert (result.endpoint, result.region) == (seaweed.endpoint, "ap-south-1")
 
+    @pytest.mark.parametrize(("configured", "expected"), [(None, "path"), ("virtual", "virtual")])
+    def test_custom_endpoints_use_path_style_unless_the_connection_says_otherwise(
+        self, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, configured: str | None, expected: str
+    ) -> None:
+        extra = {"config_kwargs": {"s3": {"addressing_style": configured}}} if configured else {}
+        conn_id = use_connection(monkeypatch, "s3_style", seaweed, ADMIN, **extra)
+        conn = s3_module.connect(conn_id)
+        assert conn.client.meta.config.s3["addressing_style"] == expected
+
     def test_unreachable_endpoint_fails_in_bounded_time(
         self, source: Path, admin_conn: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
     ) -> None:
