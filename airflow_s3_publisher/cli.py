@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stdout, suppress
 from datetime import UTC, datetime
@@ -675,6 +676,9 @@ def _library_output(*, verbose: bool, quiet: bool) -> Iterator[None]:
     level = "ERROR" if quiet else "WARNING"
     if not verbose:
         os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = level
+        # Warnings between Airflow and its providers (deprecated imports...) are not this command's
+        # to report; -v shows them.
+        warnings.simplefilter("ignore")
     with redirect_stdout(sys.stderr):
         import logging
 
