@@ -221,8 +221,11 @@ class _Job:
             object_key, entry = item
             with budget.hold(entry.size):
                 data = _read_whole(entry)
-                extra = self.put_args(entry.relpath, archive=False, sha256=hashlib.sha256(data).digest())
-                result = put_object(conn, self.bucket, object_key, data, options=self.options, extra=extra)
+                digest = hashlib.sha256(data).digest()
+                extra = self.put_args(entry.relpath, archive=False, sha256=digest)
+                result = put_object(
+                    conn, self.bucket, object_key, data, options=self.options, extra=extra, sha256=digest
+                )
             progress.add(entry.size, 1)
             return result
 
@@ -257,10 +260,13 @@ class _Job:
             if r.key in targets
         ]
         body = build_manifest(self.key, entries)
-        extra = self.put_args(MANIFEST_NAME, archive=False, sha256=hashlib.sha256(body).digest())
+        digest = hashlib.sha256(body).digest()
+        extra = self.put_args(MANIFEST_NAME, archive=False, sha256=digest)
         extra["ContentType"] = "application/json"
         try:
-            return put_object(conn, self.bucket, self.key + MANIFEST_NAME, body, options=self.options, extra=extra)
+            return put_object(
+                conn, self.bucket, self.key + MANIFEST_NAME, body, options=self.options, extra=extra, sha256=digest
+            )
         except S3PublisherError as err:
             raise PublishError(
                 f"every file was stored under s3://{self.bucket}/{self.key} but the manifest was not: {err}"

@@ -296,9 +296,13 @@ def put_object(
     *,
     options: TransferOptions,
     extra: dict[str, Any] | None = None,
+    sha256: bytes | None = None,
 ) -> UploadResult:
-    """One PutObject of ``body``; S3 checks the SHA-256 sent with it when checksums are on."""
-    digest = hashlib.sha256(body).digest()
+    """One PutObject of ``body``; S3 checks the SHA-256 sent with it when checksums are on.
+
+    ``sha256`` is the digest of ``body`` when the caller already computed it.
+    """
+    digest = sha256 if sha256 is not None else hashlib.sha256(body).digest()
     args: dict[str, Any] = dict(extra or {})
     if options.checksums:
         args["ChecksumSHA256"] = b64(digest)
