@@ -19,6 +19,7 @@ from airflow_s3_publisher.exceptions import (
     SourceError,
     UnsafeArchiveError,
 )
+from airflow_s3_publisher.progress import Snapshot
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
 
@@ -35,6 +36,7 @@ __all__ = [
     "S3PublishOperator",
     "S3PublisherError",
     "S3RequestError",
+    "Snapshot",
     "SourceError",
     "TransferOptions",
     "UnsafeArchiveError",

@@ -29,6 +29,7 @@ from airflow_s3_publisher.exceptions import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from airflow_s3_publisher.progress import Snapshot
     from airflow_s3_publisher.result import PublishedResult
 
 PROG = "airflow-s3-publisher"
@@ -378,7 +379,14 @@ def _cmd_get(args: argparse.Namespace) -> int:
     with reporter, _library_output(verbose=args.verbose, quiet=args.quiet):
         from airflow_s3_publisher.fetching import fetch
 
-        target = fetch(result, destination, aws_conn_id=args.aws_conn_id, extract=args.extract, logger=reporter)
+        target = fetch(
+            result,
+            destination,
+            aws_conn_id=args.aws_conn_id,
+            extract=args.extract,
+            logger=reporter,
+            on_progress=reporter.update,
+        )
     reporter.summary()
     print(target, file=stdout, flush=True)
     return EXIT_OK
@@ -399,9 +407,9 @@ def default_directory_name(result: PublishedResult) -> str:
 class _FetchReporter:
     """The logger ``fetch()`` is given: drives a progress bar on a terminal, keeps stderr clean elsewhere.
 
-    ``fetch()`` reports progress as log lines (at most every 10 s) plus a closing summary line; on a
-    terminal those lines become the bar's description and the summary is printed once it is done.
-    Warnings (e.g. a result without a checksum) always reach stderr unless ``--quiet``.
+    On a terminal, ``fetch()``'s byte counts drive a bar (bytes done of the total, rate, time left; and
+    files for a prefix); its closing summary line is printed once the bar is gone. Warnings (e.g. a
+    result without a checksum) always reach stderr unless ``--quiet``.
     """
 
     def __init__(self, what: str, *, show_progress: bool, show_warnings: bool) -> None:
@@ -416,13 +424,23 @@ class _FetchReporter:
         if not self._show_progress:
             return self
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            TimeElapsedColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
         )
@@ -435,12 +453,18 @@ class _FetchReporter:
             self._progress.stop()
             self._progress = None
 
+    def update(self, done: Snapshot) -> None:
+        """Move the bar to ``done`` (called from ``fetch()``'s download threads; rich locks)."""
+        if self._progress is None or self._task is None:
+            return
+        description = f"Fetching {self._what}"
+        if done.total_files and done.total_files > 1:
+            description += f" ({done.files}/{done.total_files} files)"
+        self._progress.update(self._task, description=description, completed=done.bytes, total=done.total_bytes)
+
     def info(self, msg: str, /, *args: Any) -> None:
-        """A progress or summary line from ``fetch()``."""
-        text = _format(msg, args)
-        self._last_info = text
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, description=text)
+        """A progress or summary line from ``fetch()``: the last one is the summary."""
+        self._last_info = _format(msg, args)
 
     def warning(self, msg: str, /, *args: Any) -> None:
         """A warning from ``fetch()``: printed on stderr (above the bar, if one is drawn)."""

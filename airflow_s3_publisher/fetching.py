@@ -19,7 +19,7 @@ from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz, safe_join
-from airflow_s3_publisher.progress import LogLike, Progress
+from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
 from airflow_s3_publisher.result import PublishedResult, sha256_digest
 from airflow_s3_publisher.s3 import (
     Connection,
@@ -46,6 +46,7 @@ def fetch(
     expected_bucket_owner: str | None = None,
     transfer: TransferOptions | None = None,
     logger: LogLike | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Download what ``result`` describes into ``destination`` and return ``destination``.
 
@@ -57,6 +58,11 @@ def fetch(
         Overrides the result's ``Filter``.
     :param max_extract_bytes: stop extracting (with an error) past this many bytes of content.
     :param expected_bucket_owner: 12-digit account id sent as ExpectedBucketOwner on every request.
+    :param logger: where progress lines (every 10 s), the summary and warnings go; this module's logger
+        by default.
+    :param on_progress: called with a :class:`~airflow_s3_publisher.progress.Snapshot` (bytes and files
+        done, totals when known) about ten times a second while downloading, from the download threads,
+        and once at the end; e.g. to draw a progress bar.
     :returns: ``destination``. A key ending in ``/`` is a prefix: every object below it is downloaded,
         keeping relative paths; when the prefix has a manifest (always, when the result carries a
         ChecksumSHA256), every file is checked against it and a missing or altered file is an error.
@@ -78,7 +84,7 @@ def fetch(
     except OSError as err:
         raise FetchError(f"cannot prepare the destination {target}: {err}") from err
     owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
-    job = _Fetch(conn, spec, staging, options, owner, logger or log)
+    job = _Fetch(conn, spec, staging, options, owner, logger or log, on_progress)
     try:
         if spec.is_prefix:
             job.prefix(regex)
@@ -102,12 +108,13 @@ class _Fetch:
     options: TransferOptions
     owner: dict[str, Any]
     logger: LogLike
+    on_progress: ProgressCallback | None
 
     def object(self, *, extract: bool, max_bytes: int) -> None:
         spec = self.spec
         expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
-        body = get_object(self.conn, spec.bucket, spec.key, spec.version_id, self.owner)
-        progress = Progress(spec.uri, total_bytes=None, total_files=None, logger=self.logger)
+        body, size = get_object(self.conn, spec.bucket, spec.key, spec.version_id, self.owner)
+        progress = Progress(spec.uri, total_bytes=size, total_files=1, logger=self.logger, on_update=self.on_progress)
         reader = HashingReader(body, on_bytes=progress.add)
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
@@ -128,6 +135,8 @@ class _Fetch:
                 what = "1 file"
         finally:
             body.close()
+        progress.add(0, 1)
+        progress.finish()
         if expected is not None and not hmac.compare_digest(reader.sha256, expected):
             raise _mismatch(spec.uri, spec.version_id, reader.sha256, spec.checksum_sha256)
         if expected is None:
@@ -147,11 +156,16 @@ class _Fetch:
         wanted = [e for e in entries if regex is None or regex.search(e.path)]
         paths = [(entry, safe_join(self.staging, entry.path)) for entry in wanted]
         progress = Progress(
-            spec.uri, total_bytes=sum(e.size for e in wanted), total_files=len(wanted), logger=self.logger
+            spec.uri,
+            total_bytes=sum(e.size for e in wanted),
+            total_files=len(wanted),
+            logger=self.logger,
+            on_update=self.on_progress,
         )
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool:
             for future in [pool.submit(self._download, entry, path, progress) for entry, path in paths]:
                 future.result()
+        progress.finish()
         checked = "each checked against the manifest" if manifest is not None else "no manifest to check against"
         self.logger.info(
             "Fetched %d objects (%d bytes) from %s in %.2f s, %s",
@@ -167,7 +181,7 @@ class _Fetch:
         spec = self.spec
         key = spec.key + MANIFEST_NAME
         try:
-            body = get_object(self.conn, spec.bucket, key, spec.version_id, self.owner)
+            body = get_object(self.conn, spec.bucket, key, spec.version_id, self.owner).stream
         except S3RequestError as err:
             if spec.checksum_sha256:
                 raise FetchError(
@@ -192,7 +206,7 @@ class _Fetch:
         key = spec.key + entry.path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            body = get_object(self.conn, spec.bucket, key, entry.version_id, self.owner)
+            body = get_object(self.conn, spec.bucket, key, entry.version_id, self.owner).stream
         except S3RequestError as err:
             if entry.sha256 and err.code in ("NoSuchKey", "NoSuchVersion", "404"):
                 raise FetchError(

@@ -19,7 +19,7 @@ from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_ma
 from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import SourceEntry, check_unchanged, collect_source, open_listed, write_tar_gz
-from airflow_s3_publisher.progress import LogLike, Progress
+from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.s3 import (
     Connection,
@@ -57,6 +57,7 @@ def publish(
     transfer: TransferOptions | None = None,
     now: datetime | None = None,
     logger: LogLike | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> PublishedResult:
     """Publish ``source`` (a file or a directory) to S3 and describe exactly what was stored.
 
@@ -76,6 +77,9 @@ def publish(
     :param object_options: metadata, tags, content type, storage class, encryption, bucket owner.
     :param transfer: part size, concurrency, retries, timeouts and checksum settings.
     :param now: the clock reading for ``{date}`` and ``{time}`` (default: now, UTC).
+    :param logger: where progress lines (every 10 s) and the summary go; this module's logger by default.
+    :param on_progress: called with a :class:`~airflow_s3_publisher.progress.Snapshot` (source bytes and
+        files done of their totals) about ten times a second, from the upload threads, and once at the end.
     :returns: the PublishedResult. For an archive it carries the VersionID S3 returned and the base64
         SHA-256 of the whole stored object; for a plain publish both are empty, as in Bacalhau (or
         the manifest's, with ``manifest=True``).
@@ -111,7 +115,13 @@ def publish(
         object_key,
         " as one tar.gz" if spec.compress else "",
     )
-    progress = Progress(f"s3://{spec.bucket}/{object_key}", total_bytes=total, total_files=len(files), logger=logger)
+    progress = Progress(
+        f"s3://{spec.bucket}/{object_key}",
+        total_bytes=total,
+        total_files=len(files),
+        logger=logger,
+        on_update=on_progress,
+    )
     version_id = checksum = ""
     if spec.compress:
         uploaded = job.archive(conn, entries, compression_level, progress)
@@ -124,6 +134,7 @@ def publish(
             written = job.manifest(conn, plain, results)
             version_id, checksum = written.version_id, b64(written.sha256)
             stored += 1
+    progress.finish()
     result = PublishedResult(
         bucket=spec.bucket,
         key=object_key,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from botocore.config import Config
@@ -562,16 +562,24 @@ class HashingReader:
         return bytes(self._hash.digest())
 
 
+class ObjectBody(NamedTuple):
+    """An open GET: the streaming body and the object's size in bytes (None if not sent)."""
+
+    stream: Any
+    size: int | None
+
+
 def get_object(
     conn: Connection, bucket: str, key: str, version_id: str = "", extra: dict[str, Any] | None = None
-) -> Any:
-    """Open a streaming GET of one object (pinned to ``version_id`` when given); returns the body."""
+) -> ObjectBody:
+    """Open a streaming GET of one object (pinned to ``version_id`` when given)."""
     args: dict[str, Any] = dict(extra or {})
     if version_id:
         args["VersionId"] = version_id
     with translate_errors("GetObject", bucket, key):
         response = conn.client.get_object(Bucket=bucket, Key=key, **args)
-    return response["Body"]
+    size = response.get("ContentLength")
+    return ObjectBody(response["Body"], size if isinstance(size, int) else None)
 
 
 def list_keys(conn: Connection, bucket: str, prefix: str, extra: dict[str, Any] | None = None) -> list[tuple[str, int]]:

@@ -197,8 +197,12 @@ def test_get_invalid_result_exits_2(tmp_path: Path) -> None:
     assert_one_error_line(no_key, 2, "needs both Bucket and Key")
 
 
-def test_get_draws_a_progress_bar_on_a_terminal(source: Path, bucket: str, conn_id: str, tmp_path: Path) -> None:
-    result = publish(source, bucket=bucket, key="tty", compress=True, aws_conn_id=conn_id)
+def test_get_draws_a_byte_progress_bar_on_a_terminal(
+    bucket: str, conn_id: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    # Incompressible, so the stored archive is about as large as the file: a few MB to count.
+    files = {"model.bin": os.urandom(6 * 1024 * 1024), "notes.txt": b"trained\n"}
+    result = publish(make_tree(tmp_path / "out", files), bucket=bucket, key="tty", compress=True, aws_conn_id=conn_id)
     path = write_json(tmp_path / "result.json", result.to_dict())
     dest = tmp_path / "in"
     master, slave = pty.openpty()
@@ -222,7 +226,7 @@ def test_get_draws_a_progress_bar_on_a_terminal(source: Path, bucket: str, conn_
             stdout=subprocess.PIPE,
             stderr=slave,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
+            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"},
             timeout=180,
             check=False,
         )
@@ -234,8 +238,11 @@ def test_get_draws_a_progress_bar_on_a_terminal(source: Path, bucket: str, conn_
     assert proc.returncode == 0, terminal
     assert proc.stdout == f"{dest}\n".encode()  # stdout stays clean for scripts
     assert ESC in terminal  # the bar was drawn (and hidden/removed with escape codes)
+    # rich's DownloadColumn: "<done>/<total> MB" in decimal megabytes; the bar ends at the full size.
+    size_mb = f"{s3_admin.head_object(Bucket=bucket, Key=result.key)['ContentLength'] / 1e6:.1f}"
+    assert f"{size_mb}/{size_mb} MB" in terminal, terminal
     assert "Fetched s3://" in terminal  # the closing summary
-    assert read_tree(dest) == SAMPLE_FILES
+    assert read_tree(dest) == files
 
 
 # ------------------------------------------------------------------------------------------------ presign

@@ -12,6 +12,7 @@ import pytest
 import airflow_s3_publisher.fetching as fetching
 from airflow_s3_publisher import fetch, publish
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
+from airflow_s3_publisher.progress import Snapshot
 from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
@@ -148,3 +149,29 @@ def test_merges_into_an_existing_destination(source: Path, bucket: str, admin_co
     fetch(result, dest, aws_conn_id=admin_conn)
     assert read_tree(dest) == {**SAMPLE_FILES, "mine.txt": b"kept"}
     assert hashlib.sha256((dest / "stdout").read_bytes()).digest() == hashlib.sha256(SAMPLE_FILES["stdout"]).digest()
+
+
+def test_progress_reports_bytes_against_the_object_size(
+    source: Path, bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=bucket, key="bar", compress=True, aws_conn_id=admin_conn)
+    stored = s3_admin.head_object(Bucket=bucket, Key=result.key)["ContentLength"]
+    seen: list[Snapshot] = []
+    fetch(result, tmp_path / "in", aws_conn_id=admin_conn, on_progress=seen.append)
+    assert seen, "no progress reported"
+    assert {s.total_bytes for s in seen} == {stored}  # the total is known from the first update
+    assert [s.bytes for s in seen] == sorted(s.bytes for s in seen)
+    assert seen[-1] == Snapshot(bytes=stored, total_bytes=stored, files=1, total_files=1)
+
+
+def test_progress_of_a_prefix_counts_files_and_bytes(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path
+) -> None:
+    result = publish(source, bucket=bucket, key="bars", aws_conn_id=admin_conn)
+    seen: list[Snapshot] = []
+    fetch(result, tmp_path / "in", aws_conn_id=admin_conn, on_progress=seen.append)
+    total = sum(len(data) for data in SAMPLE_FILES.values())
+    assert {s.total_bytes for s in seen} == {total}
+    assert {s.total_files for s in seen} == {len(SAMPLE_FILES)}
+    assert seen[-1].bytes == total
+    assert seen[-1].files == len(SAMPLE_FILES)

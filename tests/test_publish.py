@@ -14,7 +14,7 @@ import pytest
 
 import airflow_s3_publisher.publishing as publish_module
 import airflow_s3_publisher.s3 as s3_module
-from airflow_s3_publisher import PublishedResult, fetch, publish
+from airflow_s3_publisher import PublishedResult, Snapshot, fetch, publish
 from airflow_s3_publisher.exceptions import (
     ChecksumMismatchError,
     FetchError,
@@ -109,6 +109,22 @@ class TestPlain:
         assert stored["mp/small.txt"] == b"x"
         assert names(requests).count("UploadPart") == 3
         assert set(names(requests)) <= PUT_ONLY
+
+    def test_progress_reaches_the_source_totals(self, tmp_path: Path, bucket: str, admin_conn: str) -> None:
+        data = os.urandom(12 * MiB + 123)
+        make_tree(tmp_path / "big", {"big.bin": data, "small.txt": b"x"})
+        seen: list[Snapshot] = []
+        publish(
+            tmp_path / "big",
+            bucket=bucket,
+            key="p/",
+            aws_conn_id=admin_conn,
+            transfer=SMALL_PARTS,
+            on_progress=seen.append,
+        )
+        assert {(s.total_bytes, s.total_files) for s in seen} == {(len(data) + 1, 2)}
+        assert [s.bytes for s in seen] == sorted(s.bytes for s in seen)
+        assert seen[-1] == Snapshot(len(data) + 1, len(data) + 1, 2, 2)
 
 
 class TestCompressed:
