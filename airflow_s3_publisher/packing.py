@@ -41,6 +41,7 @@ is at least zlib level 1's:
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import posixpath
@@ -500,7 +501,8 @@ def _header(entry: SourceEntry) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _changed(entry: SourceEntry, detail: str) -> SourceError:
+def changed_error(entry: SourceEntry, detail: str) -> SourceError:
+    """The error for a source file that changed after it was listed; ``detail`` says how."""
     return SourceError(
         f"{entry.path} changed while being published ({detail}); publish only files that are complete "
         "and no longer written to"
@@ -519,18 +521,18 @@ def open_listed(entry: SourceEntry) -> io.FileIO:
     try:
         fd = os.open(entry.path, flags)
     except FileNotFoundError:
-        raise _changed(entry, "it was removed") from None
+        raise changed_error(entry, "it was removed") from None
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise _changed(entry, "it was replaced by a symlink") from None
+            raise changed_error(entry, "it was replaced by a symlink") from None
         raise SourceError(f"cannot open {entry.path}: {err.strerror or err}") from err
     handle = open(fd, "rb", buffering=0)  # noqa: SIM115 - returned to the caller, who closes it
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            raise _changed(entry, "it is no longer a regular file")
+            raise changed_error(entry, "it is no longer a regular file")
         if before.st_size != entry.size or before.st_mtime != entry.mtime:
-            raise _changed(
+            raise changed_error(
                 entry,
                 f"listed with {entry.size} bytes and mtime {entry.mtime}, opened with "
                 f"{before.st_size} bytes and mtime {before.st_mtime}",
@@ -547,12 +549,28 @@ def check_unchanged(entry: SourceEntry, handle: io.FileIO, remaining: int) -> No
     ``remaining`` is how many of its listed bytes were not read (0 when all were).
     """
     if remaining:
-        raise _changed(entry, f"it ended {remaining} bytes early")
+        raise changed_error(entry, f"it ended {remaining} bytes early")
     if handle.read(1):
-        raise _changed(entry, f"it grew past its listed {entry.size} bytes")
+        raise changed_error(entry, f"it grew past its listed {entry.size} bytes")
     after = os.fstat(handle.fileno())
     if after.st_size != entry.size or after.st_mtime != entry.mtime:
-        raise _changed(entry, "its size or mtime changed while it was read")
+        raise changed_error(entry, "its size or mtime changed while it was read")
+
+
+def hash_listed(entry: SourceEntry, chunk_size: int = 8 << 20) -> bytes:
+    """SHA-256 of a file of :func:`collect_source`, refusing it if it changed since it was listed."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(chunk_size, max(entry.size, 1))))
+    with open_listed(entry) as handle:
+        remaining = entry.size
+        while remaining:
+            count = handle.readinto(buffer[: min(remaining, len(buffer))])
+            if not count:
+                break
+            digest.update(buffer[:count])
+            remaining -= count
+        check_unchanged(entry, handle, remaining)
+    return digest.digest()
 
 
 def _copy_file(

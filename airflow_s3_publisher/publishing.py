@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -18,7 +19,15 @@ from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, Sour
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
 from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
 from airflow_s3_publisher.options import ObjectOptions
-from airflow_s3_publisher.packing import SourceEntry, check_unchanged, collect_source, open_listed, write_tar_gz
+from airflow_s3_publisher.packing import (
+    SourceEntry,
+    changed_error,
+    check_unchanged,
+    collect_source,
+    hash_listed,
+    open_listed,
+    write_tar_gz,
+)
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.s3 import (
@@ -284,9 +293,12 @@ class _Job:
             ) from err
 
     def _upload_large_file(self, conn: Connection, key: str, entry: SourceEntry, progress: Progress) -> UploadResult:
-        # Large files go multipart; their SHA-256 is only known once read, so it is in the manifest,
-        # not in the object's metadata.
-        writer = self.writer(conn, key, self.put_args(entry.relpath, archive=False), on_bytes=lambda n: progress.add(n))
+        # Metadata goes in CreateMultipartUpload, before any byte is sent: hashing the file first is
+        # what lets a multipart object carry its SHA-256 like every other object. The upload hashes
+        # again and must agree, or the file changed in between and nothing is completed.
+        digest = hash_listed(entry)
+        extra = self.put_args(entry.relpath, archive=False, sha256=digest)
+        writer = self.writer(conn, key, extra, on_bytes=lambda n: progress.add(n))
         try:
             with open_listed(entry) as handle:
                 remaining = entry.size
@@ -297,6 +309,8 @@ class _Job:
                     writer.write(chunk)
                     remaining -= len(chunk)
                 check_unchanged(entry, handle, remaining)
+            if not hmac.compare_digest(writer.sha256, digest):
+                raise changed_error(entry, "its SHA-256 differs between two reads")
             result = writer.close()
         except BaseException:
             writer.abort()

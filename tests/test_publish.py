@@ -109,6 +109,30 @@ class TestPlain:
         assert stored["mp/small.txt"] == b"x"
         assert names(requests).count("UploadPart") == 3
         assert set(names(requests)) <= PUT_ONLY
+        # Metadata goes with CreateMultipartUpload, yet the object still carries its own SHA-256.
+        head = s3_admin.head_object(Bucket=bucket, Key="mp/big.bin")
+        assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_large_file_rewritten_between_hash_and_upload_stores_nothing(
+        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        big = make_tree(tmp_path / "src", {"big.bin": os.urandom(12 * MiB)}) / "big.bin"
+        real_hash = publish_module.hash_listed
+
+        def hash_then_rewrite(entry: Any) -> bytes:
+            digest = real_hash(entry)
+            # Same size and, restored, the same mtime: only the content tells the change.
+            before = big.stat()
+            with open(big, "r+b") as handle:
+                handle.write(b"overwritten")
+            os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+            return digest
+
+        monkeypatch.setattr(publish_module, "hash_listed", hash_then_rewrite)
+        with pytest.raises(SourceError, match="big.bin changed while being published.*SHA-256 differs"):
+            publish(tmp_path / "src", bucket=bucket, key="rewritten/", aws_conn_id=admin_conn, transfer=SMALL_PARTS)
+        assert objects_below(s3_admin, bucket, "rewritten/") == {}
+        assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
     def test_progress_reaches_the_source_totals(self, tmp_path: Path, bucket: str, admin_conn: str) -> None:
         data = os.urandom(12 * MiB + 123)
