@@ -51,7 +51,8 @@ _HINTS = {
     "connection or the AWS_* environment variables",
     "BadDigest": "the bytes S3 received do not match the SHA-256 that was sent; nothing was stored",
     "XAmzContentChecksumMismatch": "the bytes S3 received do not match the checksum that was sent",
-    "InvalidRequest": "the store refused the request as sent; if it rejects checksums, publish with checksum=False",
+    "InvalidRequest": "the store refused the request as sent; if it rejects checksum headers, publish with "
+    "transfer=TransferOptions(checksums=False)",
     "PermanentRedirect": "the bucket lives in another region; set region to the bucket's region",
     "AuthorizationHeaderMalformed": "the region used to sign does not match the bucket's region",
 }
