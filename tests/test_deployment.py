@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -47,7 +48,14 @@ def deployment(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory)
     with pytest.MonkeyPatch.context() as patch:  # the connection exactly as the in-process tests define it
         use_connection(patch, "aws_default", seaweed, ADMIN)
         connection = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
-    deployed = AirflowDeployment(root, dags_folder, {"AIRFLOW_CONN_AWS_DEFAULT": connection})
+    # OpenLineage events as the openlineage provider emits them, one JSON file per event.
+    lineage = {"type": "file", "log_file_path": str(root / "openlineage" / "event"), "append": False}
+    (root / "openlineage").mkdir()
+    deployed = AirflowDeployment(
+        root,
+        dags_folder,
+        {"AIRFLOW_CONN_AWS_DEFAULT": connection, "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage)},
+    )
     try:
         deployed.cli("db", "migrate")
         deployed.start()
@@ -76,6 +84,22 @@ def _check_published_result(result: Any, bucket: str, endpoint: str, s3: S3Clien
     return stored[params["Key"]]
 
 
+def _lineage_completes(root: Path, run_id: str) -> dict[str, dict[str, list[dict[str, str]]]] | None:
+    """Datasets of the COMPLETE events of the publish and fetch tasks of the run ``run_id``, by job name."""
+    found: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for path in (root / "openlineage").iterdir():
+        event = json.loads(path.read_text())
+        facets = event["run"].get("facets", {}).get("airflow", {}).get("dagRun", {})
+        if event["eventType"] != "COMPLETE" or facets.get("run_id") != run_id:
+            continue
+        found[event["job"]["name"]] = {
+            side: [{"namespace": d["namespace"], "name": d["name"]} for d in event.get(side, [])]
+            for side in ("inputs", "outputs")
+        }
+    wanted = (f"{ROUNDTRIP}.publish", f"{ROUNDTRIP}.fetch")
+    return found if all(name in found for name in wanted) else None
+
+
 def test_roundtrip_dag_in_deployed_airflow(
     deployment: AirflowDeployment, seaweed: SeaweedServer, bucket: str, s3_admin: S3Client, tmp_path: Path
 ) -> None:
@@ -95,6 +119,15 @@ def test_roundtrip_dag_in_deployed_airflow(
         assert read_tree(fetched) == SAMPLE
         digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in SAMPLE.items()}
         assert deployment.xcom(ROUNDTRIP, run_id, "check") == digests
+
+        # The openlineage provider's listener, in each task's own process, reported the S3 dataset:
+        # written by the publish task, read by the fetch task, named as the amazon provider names it.
+        dataset = {"namespace": f"s3://{bucket}", "name": result["Params"]["Key"]}
+        events = deployment.wait_for(
+            "the OpenLineage COMPLETE events", lambda: _lineage_completes(deployment.root, run_id), 60
+        )
+        assert dataset in events[f"{ROUNDTRIP}.publish"]["outputs"]
+        assert dataset in events[f"{ROUNDTRIP}.fetch"]["inputs"]
 
 
 def test_two_runs_in_parallel_each_publish_their_own_objects(

@@ -73,3 +73,23 @@ def test_openlineage_datasets_follow_the_amazon_naming(
 )
 def test_link_urls(result: PublishedResult, url: str) -> None:
     assert result_url(result) == url
+
+
+def test_without_the_openlineage_provider_lineage_is_none_and_publishing_works(
+    tmp_path: Path, bucket: str, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if apache-airflow-providers-openlineage were not installed: its modules cannot be imported.
+    for name in ("airflow.providers.openlineage", "airflow.providers.openlineage.extractors"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError):
+        import airflow.providers.openlineage.extractors  # noqa: F401
+    conn = use_connection(monkeypatch, "s3_no_ol", seaweed, ADMIN)
+    publish = S3PublishOperator(
+        task_id="p", source=str(make_tree(tmp_path / "out", SAMPLE_FILES)), bucket=bucket, key="k", aws_conn_id=conn
+    )
+    result = publish.execute({"run_id": "r"})  # type: ignore[arg-type]
+    assert result["Params"]["Bucket"] == bucket
+    assert publish.get_openlineage_facets_on_complete(None) is None
+    fetch = S3FetchOperator(task_id="f", source=result, destination=str(tmp_path / "in"), aws_conn_id=conn)
+    fetch.execute({})  # type: ignore[arg-type]
+    assert fetch.get_openlineage_facets_on_complete(None) is None
