@@ -709,8 +709,15 @@ def _library_output(*, verbose: bool, quiet: bool) -> Iterator[None]:
         import airflow  # noqa: F401 - configures logging on import, while stdout points at stderr
 
         if not verbose:
+            # Importing Airflow 3.1 puts its own filters first ("default" for its DeprecationWarnings,
+            # which SQLAlchemy's SADeprecationWarning from Airflow's models is): ignore them again.
+            warnings.simplefilter("ignore")
             for name in ("", "airflow", "botocore", "boto3", "urllib3", "s3transfer", "airflow_s3_publisher"):
                 logging.getLogger(name).setLevel(level)
+            # Airflow 3.1 builds a Connection through its ORM model, whose password needs the Fernet key:
+            # "empty cryptography key - values will not be stored encrypted" is about the metadata DB,
+            # which this command never writes to.
+            logging.getLogger("airflow.models.crypto").setLevel("ERROR")
         yield
 
 
