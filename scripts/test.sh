@@ -36,7 +36,7 @@ status=0
 for env in "${envs[@]}"; do
     venv="$(venv_of "$env")"
     versions="$("$venv/bin/python" -c 'from importlib.metadata import version as v
-print(f"Airflow {v("apache-airflow")} / amazon {v("apache-airflow-providers-amazon")}")')"
+print("Airflow", v("apache-airflow"), "/ amazon", v("apache-airflow-providers-amazon"))')"
     echo
     echo "== suite on $versions ($env: $venv) =="
     if "$venv/bin/python" -m pytest "$@"; then
