@@ -112,6 +112,13 @@ def validate_key_template(template: str) -> str:
         if name not in PLACEHOLDERS:
             raise InvalidSpecError(_unknown_placeholder(name, template))
     _check_key_text(template, template)
+    _check_segments(template, template)
+    fixed = len(_PLACEHOLDER.sub("", template).encode("utf-8", "surrogatepass"))
+    if fixed > MAX_KEY_BYTES:
+        raise InvalidSpecError(
+            f"key template {template[:60]!r}... is {fixed} bytes before its placeholders are filled in; "
+            f"S3 allows at most {MAX_KEY_BYTES} bytes"
+        )
     return template
 
 
@@ -163,13 +170,17 @@ def validate_key(key: str) -> str:
             f"key {key[:60]!r}... is {size} bytes once rendered; S3 allows at most {MAX_KEY_BYTES} bytes"
         )
     _check_key_text(key, key)
-    for segment in key.split("/"):
+    _check_segments(key, key)
+    return key
+
+
+def _check_segments(text: str, shown: str) -> None:
+    for segment in text.split("/"):
         if segment in (".", ".."):
             raise InvalidSpecError(
-                f"invalid key {key!r}: it has a {segment!r} segment, which downloads cannot map to a "
+                f"invalid key {shown!r}: it has a {segment!r} segment, which downloads cannot map to a "
                 "path; use plain names between the '/'"
             )
-    return key
 
 
 def _check_key_text(text: str, shown: str) -> None:

@@ -12,7 +12,7 @@ from airflow_s3_publisher.exceptions import InvalidSpecError
 from airflow_s3_publisher.fetching import fetch
 from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.options import ObjectOptions
-from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES
+from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, check_compression_level
 from airflow_s3_publisher.publishing import publish
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.spec import check_static_settings
@@ -95,6 +95,7 @@ class PublishSettings:
         check_static_settings(
             publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=explicit_compress
         )
+        check_compression_level(compression_level)
         if asset_alias is not None and not asset_alias.strip():
             raise InvalidSpecError("asset_alias must be a non-empty name such as 'daily-report'")
         self.bucket = bucket

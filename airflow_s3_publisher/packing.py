@@ -370,12 +370,17 @@ def _load_backends() -> tuple[_Backend, ...]:
 _BACKENDS = _load_backends()
 
 
-def _select(level: int | None) -> tuple[_Backend, int]:
+def check_compression_level(level: object) -> None:
+    """Refuse a ``compression_level`` that is not None or an integer 0-9 (zlib's scale)."""
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
         raise InvalidSpecError(
             f"compression_level must be an integer from 0 (store) through 1 (fastest) to 9 (smallest), "
             f"or None for the fast default; got {level!r}"
         )
+
+
+def _select(level: int | None) -> tuple[_Backend, int]:
+    check_compression_level(level)
     if level == 0:
         return _STDLIB, 0
     backend = _BACKENDS[0]

@@ -22,6 +22,7 @@ from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import (
     SourceEntry,
     changed_error,
+    check_compression_level,
     check_unchanged,
     collect_source,
     hash_listed,
@@ -97,6 +98,7 @@ def publish(
     :raises PublishError: the upload failed; nothing is reported as published.
     """
     logger = logger or log
+    check_compression_level(compression_level)
     options = transfer or TransferOptions()
     objects = object_options or ObjectOptions()
     spec = build_publisher_spec(publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=compress)

@@ -24,6 +24,10 @@ def make(**kwargs: object) -> S3PublishOperator:
         ({"bucket": "bucket"}, "no key given"),
         ({"bucket": "bucket", "key": "k", "compress": "maybe"}, "invalid compress value 'maybe'"),
         ({"bucket": "bucket", "key": "/k"}, "must not start with '/'"),
+        ({"bucket": "bucket", "key": "a/../b"}, "has a '..' segment"),
+        ({"publisher": "s3://bucket/runs/./{jobID}"}, "has a '.' segment"),
+        ({"bucket": "bucket", "key": "k" * 1100}, "1100 bytes before its placeholders are filled in"),
+        ({"bucket": "bucket", "key": "k", "compression_level": 42}, "compression_level must be an integer"),
     ],
 )
 def test_bad_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, object], problem: str) -> None:

@@ -370,6 +370,14 @@ class TestNothingHalfPublished:
             publish(source, bucket=bucket, key="k/" + "x" * 1010, aws_conn_id=admin_conn)
         assert names(requests) == []
 
+    @pytest.mark.parametrize("compress", [True, False])
+    def test_bad_compression_level_refused_before_any_upload(
+        self, compress: bool, source: Path, bucket: str, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
+    ) -> None:
+        with pytest.raises(InvalidSpecError, match="compression_level must be an integer.*got 42"):
+            publish(source, bucket=bucket, key="k", compress=compress, compression_level=42, aws_conn_id=admin_conn)
+        assert names(requests) == []
+
 
 RUN_CONTEXT = {
     "run_id": "manual__2026-11-25T10:00:00+00:00",
