@@ -577,7 +577,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         if not flags:
             raise
         wanted = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
-        raise InvalidSpecError(f"{err}; on the command line, pass {wanted}") from err
+        names = ", ".join("{" + name + "}" for name in missing)
+        raise InvalidSpecError(
+            f"key {spec.key!r} uses {names}, which a run fills in: pass {wanted} to render it"
+        ) from err
     print(key)
     print(f"s3://{spec.bucket}/{key}")
     return EXIT_OK
