@@ -1,7 +1,8 @@
 """Publish what an Airflow task produced to S3-compatible storage, and fetch it back verified.
 
 Public API: :class:`S3PublishOperator`, :class:`S3FetchOperator`, :func:`publish`, :func:`fetch`,
-:class:`PublishedResult`, :class:`PublisherSpec`, :class:`TransferOptions` and the exceptions.
+:class:`PublishedResult`, :class:`PublisherSpec`, :class:`ObjectOptions`, :class:`TransferOptions`,
+:class:`Snapshot` and the exceptions.
 The operators import Airflow; the rest works in any Python code.
 """
 
@@ -19,6 +20,7 @@ from airflow_s3_publisher.exceptions import (
     SourceError,
     UnsafeArchiveError,
 )
+from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.progress import Snapshot
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
@@ -29,6 +31,7 @@ __all__ = [
     "ChecksumMismatchError",
     "FetchError",
     "InvalidSpecError",
+    "ObjectOptions",
     "PublishError",
     "PublishedResult",
     "PublisherSpec",
