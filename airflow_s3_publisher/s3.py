@@ -139,7 +139,8 @@ def connect(
 
     Where the connection has none (or does not exist), boto3's default chain applies: environment
     variables, ``~/.aws/credentials``, instance roles. ``endpoint`` and ``region`` override the
-    connection's; a custom endpoint uses path-style addressing.
+    connection's; a custom endpoint uses path-style addressing, AWS's own virtual-hosted addressing
+    (unless the connection's ``config_kwargs`` choose an ``addressing_style``).
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -154,9 +155,11 @@ def connect(
     }
     base = hook.config if hook.config is not None else Config()
     configured_s3 = dict(getattr(base, "s3", None) or {})
-    if endpoint_url and not is_aws_endpoint(endpoint_url) and "addressing_style" not in configured_s3:
-        # Path-style for custom endpoints, unless the connection's config_kwargs chose a style.
-        ours["s3"] = {**configured_s3, "addressing_style": "path"}
+    if endpoint_url and "addressing_style" not in configured_s3:
+        # Unless the connection's config_kwargs chose a style: path-style for a custom endpoint; for AWS's
+        # own (e.g. a PublishedResult's Endpoint) virtual-hosted, as botocore does when given no endpoint
+        # (given one, it would go path-style; it still does for bucket names that cannot be hosts).
+        ours["s3"] = {**configured_s3, "addressing_style": "virtual" if is_aws_endpoint(endpoint_url) else "path"}
     if not opts.checksums:
         ours["request_checksum_calculation"] = "when_required"
         ours["response_checksum_validation"] = "when_required"
