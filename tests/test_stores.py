@@ -3,9 +3,10 @@
 Every recipe is an Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON, read through the amazon
 provider's S3Hook) whose ``extra`` is the README's, with only the host and port made local:
 
-- ``aws``: ``{"region_name": "eu-west-1"}``; no endpoint, so boto3's own chain finds one
-  (``AWS_ENDPOINT_URL_S3=http://s3.eu-west-1.amazonaws.com:<port>``): moto (tools/stores.py), which routes
-  ``<bucket>.s3.eu-west-1.amazonaws.com`` virtual-host style as AWS does;
+- ``aws``: ``{"region_name": "eu-west-1"}`` and no endpoint anywhere, so botocore goes to AWS's own
+  ``https://<bucket>.s3.eu-west-1.amazonaws.com``; that name and port 443 lead (in this process only) to
+  moto (tools/stores.py) behind TLS with a certificate the test trusts (``AWS_CA_BUNDLE``); moto routes
+  virtual-hosted requests as AWS does (it checks neither signatures nor checksum values);
 - ``minio``: ``{"endpoint_url": "http://minio.localhost:<port>", "region_name": "us-east-1"}``: the session's
   SeaweedFS, by a host name as a MinIO endpoint is (no MinIO-compatible server installs from the registries);
 - ``seaweedfs``: ``{"endpoint_url": "http://127.0.0.1:<port>", "region_name": "us-east-1"}``;
@@ -27,7 +28,8 @@ checksum headers answers to a default publish (and to a default fetch), multipar
 
 Host names: ``*.localhost`` does not resolve on every machine (glibc without nss-myhostname does not),
 so for these tests the resolver maps ``localhost``, ``*.localhost`` and ``*.amazonaws.com`` to 127.0.0.1
-(RFC 6761 reserves ``.localhost`` for loopback); nothing leaves the machine.
+(RFC 6761 reserves ``.localhost`` for loopback), and ``*.amazonaws.com:443`` to the AWS stand-in's port;
+nothing leaves the machine.
 """
 
 from __future__ import annotations
