@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="store a .tar.gz result as the archive file itself (still verified) instead of unpacking it",
     )
+    get.add_argument(
+        "--no-checksums",
+        dest="checksums",
+        action="store_false",
+        help="send no x-amz-checksum-* header, for stores that refuse them (e.g. GCS); the SHA-256 is still "
+        "checked locally",
+    )
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary or warnings on stderr")
     get.set_defaults(func=_cmd_get)
 
@@ -378,12 +385,14 @@ def _cmd_get(args: argparse.Namespace) -> int:
     # The bar starts first: importing Airflow takes seconds, which should not look like a hang.
     with reporter, _library_output(verbose=args.verbose, quiet=args.quiet):
         from airflow_s3_publisher.fetching import fetch
+        from airflow_s3_publisher.s3 import TransferOptions
 
         target = fetch(
             result,
             destination,
             aws_conn_id=args.aws_conn_id,
             extract=args.extract,
+            transfer=TransferOptions(checksums=args.checksums),
             logger=reporter,
             on_progress=reporter.update,
         )

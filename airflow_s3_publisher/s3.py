@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -51,11 +52,13 @@ _HINTS = {
     "connection or the AWS_* environment variables",
     "BadDigest": "the bytes S3 received do not match the SHA-256 that was sent; nothing was stored",
     "XAmzContentChecksumMismatch": "the bytes S3 received do not match the checksum that was sent",
-    "InvalidRequest": "the store refused the request as sent; if it rejects checksum headers, publish with "
-    "transfer=TransferOptions(checksums=False)",
+    "InvalidRequest": "the store refused the request as sent; if it rejects checksum headers, publish and "
+    "fetch with transfer=TransferOptions(checksums=False) (the CLI: --no-checksums)",
     "PermanentRedirect": "the bucket lives in another region; set region to the bucket's region",
     "AuthorizationHeaderMalformed": "the region used to sign does not match the bucket's region",
 }
+_NO_CHECKSUMS = "transfer=TransferOptions(checksums=False) (the CLI: --no-checksums)"
+_CHECKSUM_HEADER = re.compile(r"(?i)x-amz-(checksum|sdk-checksum|trailer)")
 _PERMISSION = {
     "PutObject": "s3:PutObject",
     "CreateMultipartUpload": "s3:PutObject",
@@ -258,10 +261,15 @@ def _client_error(err: ClientError, operation: str, bucket: str, key: str | None
     request_id = str(meta.get("RequestId", "") or "")
     permission = _PERMISSION.get(operation, f"s3:{operation}")
     resource = bucket if operation == "ListObjectsV2" else f"{bucket}/{key if key is not None else '*'}"
-    hint = _HINTS.get(code, str(error.get("Message", "") or ""))
+    said = str(error.get("Message", "") or "")
+    hint = _HINTS.get(code, said)
     hint = hint.format(permission=permission, resource=resource, bucket=bucket, key=key)
-    if code in ("403", "Forbidden") or (status == 403 and code not in _HINTS):
+    # A bare 403 (HEAD responses have no body) is a refused permission; a 403 the store explains
+    # (e.g. a path-style request to a virtual-host-only store) keeps the store's own words.
+    if code in ("403", "Forbidden") or (status == 403 and code not in _HINTS and not said):
         hint = f"access denied: the credentials lack {permission} on arn:aws:s3:::{resource}"
+    if code != "InvalidRequest" and _CHECKSUM_HEADER.search(said):
+        hint += "; the store refuses checksum headers: publish and fetch with " + _NO_CHECKSUMS
     if code in ("404", "NotFound") and not hint:
         hint = f"not found: s3://{bucket}/{key}"
     message = f"{operation} on {_where(bucket, key)} failed: {code}"

@@ -471,6 +471,9 @@ def test_gcs_default_publish_fails_naming_the_refused_header(recipe: Callable[[s
     assert "PutObject" in message
     assert "InvalidArgument (HTTP 400)" in message
     assert "Unsupported header 'x-amz-checksum-sha256'" in message
+    assert "the store refuses checksum headers: publish and fetch with transfer=TransferOptions(checksums=False)" in (
+        message
+    )
     assert isinstance(raised.value.__cause__, S3RequestError)
     assert store.proxy.refused()
     assert all(s.refusal is not None for s in store.proxy.requests())
@@ -525,6 +528,29 @@ def test_gcs_default_fetch_is_refused_too(recipe: Callable[[str], Store], tmp_pa
     dest = fetch(result, tmp_path / "back", aws_conn_id=store.conn_id, transfer=NO_CHECKSUMS)
     assert read_tree(dest) == SAMPLE_FILES
 
+    # The CLI likewise: `get` is refused with the way out in its one error line; --no-checksums works.
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result.to_dict()))
+
+    def get(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CLI), "get", str(path), "-o", str(tmp_path / "cli"), "--aws-conn-id", store.conn_id, *flags],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+
+    refused = get()
+    assert refused.returncode == 4, refused.stderr
+    assert "--no-checksums" in refused.stderr
+    assert not (tmp_path / "cli").exists()
+    fetched = get("--no-checksums")
+    assert fetched.returncode == 0, fetched.stderr
+    assert read_tree(tmp_path / "cli") == SAMPLE_FILES
+
 
 # ------------------------------------------------------------------------------------------ virtual-host only
 
@@ -548,6 +574,7 @@ def test_virtual_host_only_store_refuses_the_default_path_style(
         publish(source, bucket=bucket, key=store.key("arch"), compress=True, aws_conn_id=conn_id)
     assert "PutObject" in str(raised.value)
     assert "SecondLevelDomainForbidden (HTTP 403)" in str(raised.value)
+    assert "lack s3:PutObject" not in str(raised.value)  # the store said why; no guessed permission
     assert store.admin.list_objects_v2(Bucket=bucket, Prefix=store.prefix).get("KeyCount") == 0
     assert store.proxy is not None
     assert {s.host for s in store.proxy.refused()} == {VHOST_DOMAIN}
