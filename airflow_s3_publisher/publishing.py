@@ -45,6 +45,9 @@ from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
 
 log = logging.getLogger(__name__)
 
+#: User metadata entry with an object's hex SHA-256 (``x-amz-meta-sha256``).
+DIGEST_METADATA = "sha256"
+
 #: Bytes of small files read whole and held in memory at once across the upload threads.
 MEMORY_BUDGET = 64 * 1024 * 1024
 
@@ -213,15 +216,15 @@ class _Job:
     def put_args(self, name: str, *, archive: bool, sha256: bytes | None = None) -> dict[str, Any]:
         metadata = dict(self.run_metadata)
         if sha256 is not None:
-            metadata["sha256"] = sha256.hex()
+            metadata[DIGEST_METADATA] = sha256.hex()
         return self.objects.put_args(name, archive=archive, metadata=metadata)
 
     def archive(
         self, conn: Connection, entries: Sequence[SourceEntry], level: int | None, progress: Progress
     ) -> UploadResult:
-        # The object's SHA-256 is only known once it is written, so a streamed archive carries it in
-        # the PublishedResult rather than in its metadata.
-        writer = self.writer(conn, self.key, self.put_args(self.key, archive=True))
+        # The archive's SHA-256 is only known once it is written: in its metadata when it fits in one
+        # PUT, always in the PublishedResult.
+        writer = self.writer(conn, self.key, self.put_args(self.key, archive=True), digest_metadata=DIGEST_METADATA)
         try:
             write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
             return writer.close()

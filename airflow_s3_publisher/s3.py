@@ -335,8 +335,10 @@ class MultipartWriter:
 
     Bytes are cut into parts of ``options.part_size`` and uploaded in parallel (at most
     ``options.concurrency`` parts in flight, so memory stays bounded) while the producer keeps
-    writing. If everything fits in one part, ``close()`` sends a single PutObject instead. On any
-    error the multipart upload is aborted, so no incomplete upload is left behind.
+    writing. If everything fits in one part, ``close()`` sends a single PutObject instead, and then
+    ``digest_metadata``, when set, names a user-metadata entry that receives the object's hex SHA-256
+    (a multipart upload's metadata is sent before any byte, so it cannot). On any error the multipart
+    upload is aborted, so no incomplete upload is left behind.
     """
 
     conn: Connection
@@ -345,6 +347,7 @@ class MultipartWriter:
     options: TransferOptions
     extra: dict[str, Any] = field(default_factory=dict)
     on_bytes: Callable[[int], None] | None = None
+    digest_metadata: str = ""
     _buffer: bytearray = field(default_factory=bytearray, init=False)
     _hash: Any = field(default_factory=hashlib.sha256, init=False)
     _size: int = field(default=0, init=False)
@@ -447,8 +450,19 @@ class MultipartWriter:
         self._closed = True
         try:
             if not self._upload_id:
+                digest = bytes(self._hash.digest())
+                extra = self.extra
+                if self.digest_metadata:
+                    metadata = {**extra.get("Metadata", {}), self.digest_metadata: digest.hex()}
+                    extra = {**extra, "Metadata": metadata}
                 result = put_object(
-                    self.conn, self.bucket, self.key, bytes(self._buffer), options=self.options, extra=self.extra
+                    self.conn,
+                    self.bucket,
+                    self.key,
+                    bytes(self._buffer),
+                    options=self.options,
+                    extra=extra,
+                    sha256=digest,
                 )
                 if self.on_bytes is not None:
                     self.on_bytes(result.size)

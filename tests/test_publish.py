@@ -165,6 +165,8 @@ class TestCompressed:
         assert names(requests) == ["PutObject"]
         head = s3_admin.head_object(Bucket=bucket, Key=result.key)
         assert head["ContentType"] == "application/gzip"
+        # Sent in one PUT, the archive carries its own SHA-256 like a plain object.
+        assert head["Metadata"]["sha256"] == hashlib.sha256(stored["arch/run.tar.gz"]).hexdigest()
 
     def test_single_file_sits_at_archive_root(
         self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str
@@ -190,6 +192,8 @@ class TestCompressed:
         assert set(names(requests)) <= PUT_ONLY
         # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
         assert result.checksum_sha256 == sha256_b64(stored)
+        # Its metadata left before its bytes were compressed: the digest is in the result only.
+        assert "sha256" not in s3_admin.head_object(Bucket=bucket, Key=result.key)["Metadata"]
 
     def test_versioned_bucket_gives_the_version_of_each_publish(
         self, tmp_path: Path, versioned_bucket: str, s3_admin: S3Client, admin_conn: str
