@@ -562,19 +562,24 @@ def check_unchanged(entry: SourceEntry, handle: io.FileIO, remaining: int) -> No
         raise changed_error(entry, "its size or mtime changed while it was read")
 
 
-def hash_listed(entry: SourceEntry, chunk_size: int = 8 << 20) -> bytes:
-    """SHA-256 of a file of :func:`collect_source`, refusing it if it changed since it was listed."""
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(min(chunk_size, max(entry.size, 1))))
+def read_listed(entry: SourceEntry, buffer: memoryview, consume: Callable[[memoryview], object]) -> None:
+    """Pass a file of :func:`collect_source` to ``consume`` chunk by chunk (views of ``buffer``, valid
+    only during the call), refusing it if it changed since it was listed."""
     with open_listed(entry) as handle:
         remaining = entry.size
         while remaining:
             count = handle.readinto(buffer[: min(remaining, len(buffer))])
             if not count:
                 break
-            digest.update(buffer[:count])
+            consume(buffer[:count])
             remaining -= count
         check_unchanged(entry, handle, remaining)
+
+
+def hash_listed(entry: SourceEntry, chunk_size: int = 8 << 20) -> bytes:
+    """SHA-256 of a file of :func:`collect_source`, refusing it if it changed since it was listed."""
+    digest = hashlib.sha256()
+    read_listed(entry, memoryview(bytearray(min(chunk_size, max(entry.size, 1)))), digest.update)
     return digest.digest()
 
 
@@ -584,17 +589,12 @@ def _copy_file(
     buffer: memoryview,
     on_progress: Callable[[int, int], object] | None,
 ) -> None:
-    with open_listed(entry) as handle:
-        remaining = entry.size
-        while remaining:
-            count = handle.readinto(buffer[: min(remaining, len(buffer))])
-            if not count:
-                break
-            sink.write(buffer[:count])
-            remaining -= count
-            if on_progress is not None:
-                on_progress(count, 0)
-        check_unchanged(entry, handle, remaining)
+    def copy(chunk: memoryview) -> None:
+        sink.write(chunk)
+        if on_progress is not None:
+            on_progress(len(chunk), 0)
+
+    read_listed(entry, buffer, copy)
 
 
 # --------------------------------------------------------------------------------------------------

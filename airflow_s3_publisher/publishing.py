@@ -27,6 +27,7 @@ from airflow_s3_publisher.packing import (
     collect_source,
     hash_listed,
     open_listed,
+    read_listed,
     write_tar_gz,
 )
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
@@ -305,15 +306,7 @@ class _Job:
         extra = self.put_args(entry.relpath, archive=False, sha256=digest)
         writer = self.writer(conn, key, extra, on_bytes=lambda n: progress.add(n))
         try:
-            with open_listed(entry) as handle:
-                remaining = entry.size
-                while remaining > 0:
-                    chunk = handle.read(min(self.options.part_size, remaining))
-                    if not chunk:
-                        break
-                    writer.write(chunk)
-                    remaining -= len(chunk)
-                check_unchanged(entry, handle, remaining)
+            read_listed(entry, memoryview(bytearray(self.options.part_size)), writer.write)
             if not hmac.compare_digest(writer.sha256, digest):
                 raise changed_error(entry, "its SHA-256 differs between two reads")
             result = writer.close()
