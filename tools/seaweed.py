@@ -10,16 +10,14 @@ Usage from a shell (prints one JSON line, then runs until SIGTERM/SIGINT)::
 
     python tools/seaweed.py --dir .demo/seaweed [--access-key K --secret-key S]
 
-Only the standard library and boto3 are needed. Every port is chosen by us and bound to 127.0.0.1 only;
-logs, unix sockets and data stay inside ``workdir``; the server runs with a clean environment so stray
-``AWS_*`` variables cannot switch its authentication on or off.
+Only the standard library, boto3 and ``tools/serverprocess.py`` (the process lifecycle) are needed. Every
+port is chosen by us and bound to 127.0.0.1 only; logs, unix sockets and data stay inside ``workdir``; the
+server runs with a clean environment so stray ``AWS_*`` variables cannot switch its authentication on or off.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import ctypes
 import json
 import os
 import random
@@ -27,21 +25,22 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+
+if not __package__:  # run as a script (python tools/seaweed.py): make the `tools` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.serverprocess import START_ATTEMPTS, ServerProcess  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -65,11 +64,6 @@ REGION = "us-east-1"
 GRPC_PORT_OFFSET = 10000
 _PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
 
-_START_ATTEMPTS = 3
-_STOP_GRACE_SECONDS = 15.0
-_LOG_TAIL_BYTES = 4000
-# How `weed mini` reports a port it could not get (its own pre-check, or the bind itself).
-_PORT_CLASH_MARKERS = ("port allocation failed", "address already in use")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_UNIX_SOCKET_PATH = 100
 
@@ -195,44 +189,18 @@ def _reserve_ports(count: int) -> tuple[list[int], list[socket.socket]]:
     raise RuntimeError(f"could not find {count} free loopback port pairs (p, p+{GRPC_PORT_OFFSET})")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec_fn making the child get SIGTERM if this (main) thread dies, e.g. on os._exit or SIGKILL."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only safe from the main thread.
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sigterm = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return preexec
-
-
-_LIVE_SERVERS: weakref.WeakSet[SeaweedServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_leftover_servers() -> None:
-    for server in list(_LIVE_SERVERS):
-        server.stop()
-
-
-class _PortRaceError(RuntimeError):
-    """The server exited because one of its ports was taken between our check and its bind."""
-
-
-class SeaweedServer:
+class SeaweedServer(ServerProcess):
     """A ``weed mini`` process (master, volume, filer and S3 in one) on free loopback ports.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. The first identity is the default
     one for :meth:`client`, :meth:`create_bucket` and the readiness probe, so it should be an admin.
     """
+
+    _server_name = "SeaweedFS"
+    _ready_request = "S3 ListBuckets"
+    # How `weed mini` reports a port it could not get (its own pre-check, or the bind itself).
+    _port_clash_markers = ("port allocation failed", "address already in use")
+    _stop_grace_seconds = 15.0
 
     def __init__(
         self,
@@ -245,14 +213,10 @@ class SeaweedServer:
     ) -> None:
         if not identities:
             raise ValueError("SeaweedServer needs at least one identity (without one, any key is accepted)")
-        self._workdir = Path(workdir).resolve()
+        super().__init__(workdir, start_timeout=start_timeout)
         self._identities: tuple[Identity, ...] = tuple(identities)
         self._weed_binary = weed_binary
         self._memory_limit = memory_limit
-        self._start_timeout = start_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
         self._socket_dir: Path | None = None
         self._ports: dict[str, int] = {}
         self._session = boto3.session.Session()
@@ -281,12 +245,6 @@ class SeaweedServer:
         return f"http://127.0.0.1:{self.s3_port}"
 
     @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("SeaweedServer is not started")
-        return self._process.pid
-
-    @property
     def ports(self) -> dict[str, int]:
         """HTTP ports by component (master, volume, filer, s3, admin); each gRPC port is +10000."""
         return dict(self._ports)
@@ -296,23 +254,7 @@ class SeaweedServer:
         """File receiving the server's stdout and stderr (its glog files are under ``workdir/logs``)."""
         return self._workdir / "weed.out.log"
 
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start the server and wait until the first identity can list buckets.
 
@@ -329,31 +271,11 @@ class SeaweedServer:
         config_path.write_text(json.dumps(self._s3_config(), indent=2) + "\n")
         config_path.chmod(0o600)
         socket_dir = self._choose_socket_dir()
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            try:
-                self._launch(binary, config_path, socket_dir, attempt)
-                self._wait_ready()
-            except _PortRaceError:
-                self._terminate()
-                if attempt == _START_ATTEMPTS:
-                    self._cleanup_socket_dir()
-                    raise RuntimeError(
-                        f"SeaweedFS failed to bind its ports {_START_ATTEMPTS} times; log tail:\n{self._log_tail()}"
-                    ) from None
-                continue
-            except BaseException:
-                self._terminate()
-                self._cleanup_socket_dir()
-                raise
-            break
+        self._start_process(
+            lambda attempt: self._launch(binary, config_path, socket_dir, attempt),
+            ports_failed=f"SeaweedFS failed to bind its ports {START_ATTEMPTS} times; log tail:\n",
+        )
         self.startup_seconds = time.monotonic() - began
-        _LIVE_SERVERS.add(self)
-
-    def stop(self) -> None:
-        """SIGTERM the server, wait up to 15 s, then SIGKILL. Safe to call more than once."""
-        self._terminate()
-        self._cleanup_socket_dir()
-        _LIVE_SERVERS.discard(self)
 
     def poll(self) -> int | None:
         """The server's exit code, or None while it runs (or was never started)."""
@@ -410,7 +332,7 @@ class SeaweedServer:
         self._socket_dir = Path(tempfile.mkdtemp(prefix="sw-"))
         return self._socket_dir
 
-    def _cleanup_socket_dir(self) -> None:
+    def _cleanup(self) -> None:  # the short socket directory, if start() made one
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
@@ -452,73 +374,15 @@ class SeaweedServer:
             f"-s3.localSocket={socket_dir / 's3.sock'}",
             f"-filer.localSocket={socket_dir / 'filer.sock'}",
         ]
-        if self._log_file is None:
-            self._log_file = self.log_path.open("ab")
-        self._log_offset = self._log_file.tell()
         header = f"\n=== attempt {attempt} at {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(command)}\n"
-        self._log_file.write(header.encode())
-        self._log_file.flush()
+        self._open_log(header)
         for sock in held:
             sock.close()
-        self._process = subprocess.Popen(
-            command,
-            cwd=self._workdir,
-            env=self._environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_parent_death_signal(),  # only calls prctl(2): safe after fork
-        )
+        self._spawn(command, self._environment())
 
-    def _wait_ready(self) -> None:
-        assert self._process is not None
+    def _ready_probe(self) -> Callable[[], object]:
         probe = self.client(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
-        deadline = time.monotonic() + self._start_timeout
-        last_error = "no answer yet"
-        delay = 0.05
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                tail = self._log_tail()
-                if any(marker in tail.lower() for marker in _PORT_CLASH_MARKERS):
-                    raise _PortRaceError(tail)
-                raise RuntimeError(f"SeaweedFS exited with code {code} during startup; log tail:\n{tail}")
-            try:
-                probe.list_buckets()
-            except (BotoCoreError, ClientError) as error:
-                last_error = f"{type(error).__name__}: {error}"
-            else:
-                return
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"SeaweedFS did not answer S3 ListBuckets at {self.endpoint} within {self._start_timeout:.0f} s "
-                    f"(last error: {last_error}); log tail:\n{self._log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-
-    def _log_tail(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(max(self._log_offset, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
-                return log.read().decode(errors="replace")
-        except OSError as error:
-            return f"<cannot read {self.log_path}: {error}>"
-
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=_STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        elif process is not None:
-            process.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        return probe.list_buckets
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,27 +20,22 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-from tools.seaweed import Identity, SeaweedServer, _parent_death_signal, find_weed_binary
+from tools.seaweed import Identity, SeaweedServer, find_weed_binary
+from tools.serverprocess import START_ATTEMPTS, ServerProcess
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -52,17 +47,6 @@ MOTO_SPEC = "moto[server]==5.2.5"
 # moto accepts any key pair; these are fixed, test-only and never leave loopback.
 MOTO_ACCESS_KEY = "MOTOACCESSKEY0000001"
 MOTO_SECRET_KEY = "moto-secret-key-00000000000000000000001"  # noqa: S105 - fixed test-only key
-
-_START_ATTEMPTS = 3
-_STOP_GRACE_SECONDS = 10.0
-_LOG_TAIL_BYTES = 4000
-_LIVE: weakref.WeakSet[MotoServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for server in list(_LIVE):
-        server.stop()
 
 
 def moto_available() -> str | None:
@@ -79,23 +63,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _PortTakenError(RuntimeError):
-    """The port chosen was taken before the server could bind it."""
-
-
-class MotoServer:
+class MotoServer(ServerProcess):
     """``python -m moto.server`` on a free loopback port, in a subprocess with a clean environment.
 
     All state is in the server's memory: stopping it forgets every bucket.
     """
 
+    _server_name = "moto"
+    _stop_grace_seconds = 10.0
+
     def __init__(self, workdir: Path, *, python: str | None = None, start_timeout: float = 60.0) -> None:
-        self._workdir = Path(workdir).resolve()
+        super().__init__(workdir, start_timeout=start_timeout)
         self._python = python or sys.executable
-        self._start_timeout = start_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
         self._port = 0
         self._session = boto3.session.Session()
         self._session_lock = threading.Lock()
@@ -113,27 +92,8 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("MotoServer is not started")
-        return self._process.pid
-
-    @property
     def log_path(self) -> Path:
         return self._workdir / "moto.out.log"
-
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start the server and wait until it lists buckets; RuntimeError (with its log tail) if it does not."""
@@ -144,28 +104,8 @@ class MotoServer:
             raise FileNotFoundError(unavailable)
         self._workdir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            try:
-                self._launch(attempt)
-                self._wait_ready()
-            except _PortTakenError:
-                self._terminate()
-                if attempt == _START_ATTEMPTS:
-                    raise RuntimeError(
-                        f"moto could not bind a port {_START_ATTEMPTS} times:\n{self._log_tail()}"
-                    ) from None
-                continue
-            except BaseException:
-                self._terminate()
-                raise
-            break
+        self._start_process(self._launch, ports_failed=f"moto could not bind a port {START_ATTEMPTS} times:\n")
         self.startup_seconds = time.monotonic() - began
-        _LIVE.add(self)
-
-    def stop(self) -> None:
-        """SIGTERM the server, wait up to 10 s, then SIGKILL. Safe to call more than once."""
-        self._terminate()
-        _LIVE.discard(self)
 
     def client(self, region: str = "us-east-1", *, endpoint: str | None = None, **config_kwargs: Any) -> S3Client:
         """A path-style boto3 client for the server (or ``endpoint``), signing for ``region``."""
@@ -205,70 +145,12 @@ class MotoServer:
     def _launch(self, attempt: int) -> None:
         self._port = _free_port()
         command = [self._python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self._port)]
-        if self._log_file is None:
-            self._log_file = self.log_path.open("ab")
-        self._log_offset = self._log_file.tell()
-        self._log_file.write(f"\n=== attempt {attempt}: {shlex.join(command)}\n".encode())
-        self._log_file.flush()
-        self._process = subprocess.Popen(
-            command,
-            cwd=self._workdir,
-            env=self._environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_parent_death_signal(),  # only calls prctl(2): safe after fork
-        )
+        self._open_log(f"\n=== attempt {attempt}: {shlex.join(command)}\n")
+        self._spawn(command, self._environment())
 
-    def _wait_ready(self) -> None:
-        assert self._process is not None
+    def _ready_probe(self) -> Callable[[], object]:
         probe = self.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
-        deadline = time.monotonic() + self._start_timeout
-        last_error = "no answer yet"
-        delay = 0.05
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                tail = self._log_tail()
-                if "address already in use" in tail.lower():
-                    raise _PortTakenError(tail)
-                raise RuntimeError(f"moto exited with code {code} during startup; log tail:\n{tail}")
-            try:
-                probe.list_buckets()
-            except (BotoCoreError, ClientError) as error:
-                last_error = f"{type(error).__name__}: {error}"
-            else:
-                return
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"moto did not answer ListBuckets at {self.endpoint} within {self._start_timeout:.0f} s "
-                    f"(last error: {last_error}); log tail:\n{self._log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-
-    def _log_tail(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(max(self._log_offset, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
-                return log.read().decode(errors="replace")
-        except OSError as error:
-            return f"<cannot read {self.log_path}: {error}>"
-
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=_STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        elif process is not None:
-            process.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        return probe.list_buckets
 
 
 def virtual_host_seaweed(workdir: Path, identities: Sequence[Identity], domain: str, **kwargs: Any) -> SeaweedServer:
