@@ -48,7 +48,8 @@ print("Airflow", v("apache-airflow"), "/ amazon", v("apache-airflow-providers-am
     fi
 done
 
-if [ "${#envs[@]}" -gt 1 ]; then
+# On success pytest's own summary stays the last line; on a failure, say which run failed.
+if [ "$status" -ne 0 ] && [ "${#envs[@]}" -gt 1 ]; then
     echo
     for line in "${results[@]}"; do echo "== $line =="; done
 fi
