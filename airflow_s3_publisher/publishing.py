@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from typing import Any
 
 from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, SourceError
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
-from airflow_s3_publisher.naming import RunInfo, render_key, validate_key
+from airflow_s3_publisher.naming import ARCHIVE_SUFFIX, RunInfo, render_key, validate_key
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import (
     SourceEntry,
@@ -34,6 +35,7 @@ from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.s3 import (
     Connection,
+    HashingWriter,
     MultipartWriter,
     TransferOptions,
     UploadResult,
@@ -224,7 +226,9 @@ class _Job:
         self, conn: Connection, entries: Sequence[SourceEntry], level: int | None, progress: Progress
     ) -> UploadResult:
         # The archive's SHA-256 is only known once it is written: in its metadata when it fits in one
-        # PUT, always in the PublishedResult.
+        # PUT (or was spooled to disk first), always in the PublishedResult.
+        if self.options.spool_archives:
+            return self._spooled_archive(conn, entries, level, progress)
         writer = self.writer(conn, self.key, self.put_args(self.key, archive=True), digest_metadata=DIGEST_METADATA)
         try:
             write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
@@ -234,6 +238,36 @@ class _Job:
             if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError):
                 raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
             raise
+
+    def _spooled_archive(
+        self, conn: Connection, entries: Sequence[SourceEntry], level: int | None, progress: Progress
+    ) -> UploadResult:
+        """Compress into a temporary file, then upload it with its SHA-256 in the metadata."""
+        with tempfile.TemporaryFile(prefix="s3-publisher-", suffix=ARCHIVE_SUFFIX) as spool:
+            spooled = HashingWriter(spool)
+            try:
+                write_tar_gz(entries, spooled, compression_level=level, on_progress=progress.add)
+                spool.flush()
+                spool.seek(0)
+            except OSError as err:
+                raise PublishError(
+                    f"nothing was published to s3://{self.bucket}/{self.key}: spooling the archive to "
+                    f"{tempfile.gettempdir()} failed: {err}"
+                ) from err
+            extra = self.put_args(self.key, archive=True, sha256=spooled.sha256)
+            writer = self.writer(conn, self.key, extra)
+            try:
+                buffer = memoryview(bytearray(self.options.part_size))
+                while count := spool.readinto(buffer):
+                    writer.write(buffer[:count])
+                if writer.size != spooled.size or not hmac.compare_digest(writer.sha256, spooled.sha256):
+                    raise PublishError(f"the spooled archive for s3://{self.bucket}/{self.key} changed on disk")
+                return writer.close()
+            except BaseException as err:
+                writer.abort()
+                if isinstance(err, S3PublisherError | OSError) and not isinstance(err, PublishError):
+                    raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
+                raise
 
     def plain(self, conn: Connection, targets: Mapping[str, SourceEntry], progress: Progress) -> list[UploadResult]:
         threshold = self.options.multipart_threshold

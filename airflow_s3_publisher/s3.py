@@ -87,6 +87,9 @@ class TransferOptions:
     :param read_timeout: seconds to wait for a response before retrying.
     :param checksums: send the SHA-256 of every object or part so S3 verifies what it receives; turn
         off only for stores that reject checksum headers.
+    :param spool_archives: compress an archive into a temporary file (in ``TMPDIR``) before uploading
+        it, so that even an archive larger than ``part_size`` carries its SHA-256 in its metadata.
+        Costs disk space for the archive and time: compression and upload no longer overlap.
     """
 
     part_size: int = 8 * MiB
@@ -97,6 +100,7 @@ class TransferOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     checksums: bool = True
+    spool_archives: bool = False
 
     @property
     def parts_in_memory(self) -> int:
@@ -557,6 +561,27 @@ def abort_stale_uploads(conn: Connection, bucket: str, key: str, request_args: d
             upload.get("Initiated"),
         )
     return aborted
+
+
+class HashingWriter:
+    """Writes to a stream while hashing every byte written (and counting them)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        """Write all of ``data``."""
+        self._raw.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of everything written so far."""
+        return bytes(self._hash.digest())
 
 
 class HashingReader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -194,6 +195,28 @@ class TestCompressed:
         assert result.checksum_sha256 == sha256_b64(stored)
         # Its metadata left before its bytes were compressed: the digest is in the result only.
         assert "sha256" not in s3_admin.head_object(Bucket=bucket, Key=result.key)["Metadata"]
+
+    def test_spooled_multipart_archive_carries_its_sha256_in_metadata(
+        self,
+        tmp_path: Path,
+        bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        requests: list[tuple[str, dict[str, str]]],
+    ) -> None:
+        files = {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000}
+        make_tree(tmp_path / "src", files)
+        spooled = dataclasses.replace(SMALL_PARTS, spool_archives=True)
+        result = publish(
+            tmp_path / "src", bucket=bucket, key="sp", compress=True, aws_conn_id=admin_conn, transfer=spooled
+        )
+        stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
+        assert names(requests).count("UploadPart") >= 2
+        assert set(names(requests)) <= PUT_ONLY
+        assert result.checksum_sha256 == sha256_b64(stored)
+        head = s3_admin.head_object(Bucket=bucket, Key=result.key)
+        assert head["Metadata"]["sha256"] == hashlib.sha256(stored).hexdigest()
+        assert archive_members(stored) == files
 
     def test_versioned_bucket_gives_the_version_of_each_publish(
         self, tmp_path: Path, versioned_bucket: str, s3_admin: S3Client, admin_conn: str
