@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -230,12 +230,19 @@ class _Job:
         if self.options.spool_archives:
             return self._spooled_archive(conn, entries, level, progress)
         writer = self.writer(conn, self.key, self.put_args(self.key, archive=True), digest_metadata=DIGEST_METADATA)
+        return self._complete_archive(
+            writer, lambda: write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
+        )
+
+    def _complete_archive(self, writer: MultipartWriter, fill: Callable[[], object]) -> UploadResult:
+        """Run ``fill`` (it writes the archive into ``writer``) and complete the object; on any failure
+        the upload is aborted, and S3 or disk errors say that nothing was published."""
         try:
-            write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
+            fill()
             return writer.close()
         except BaseException as err:
             writer.abort()
-            if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError):
+            if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError | PublishError):
                 raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
             raise
 
@@ -254,20 +261,16 @@ class _Job:
                     f"nothing was published to s3://{self.bucket}/{self.key}: spooling the archive to "
                     f"{tempfile.gettempdir()} failed: {err}"
                 ) from err
-            extra = self.put_args(self.key, archive=True, sha256=spooled.sha256)
-            writer = self.writer(conn, self.key, extra)
-            try:
+            writer = self.writer(conn, self.key, self.put_args(self.key, archive=True, sha256=spooled.sha256))
+
+            def upload_spool() -> None:
                 buffer = memoryview(bytearray(self.options.part_size))
                 while count := spool.readinto(buffer):
                     writer.write(buffer[:count])
                 if writer.size != spooled.size or not hmac.compare_digest(writer.sha256, spooled.sha256):
                     raise PublishError(f"the spooled archive for s3://{self.bucket}/{self.key} changed on disk")
-                return writer.close()
-            except BaseException as err:
-                writer.abort()
-                if isinstance(err, S3PublisherError | OSError) and not isinstance(err, PublishError):
-                    raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
-                raise
+
+            return self._complete_archive(writer, upload_spool)
 
     def plain(self, conn: Connection, targets: Mapping[str, SourceEntry], progress: Progress) -> list[UploadResult]:
         threshold = self.options.multipart_threshold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -217,6 +218,26 @@ class TestCompressed:
         head = s3_admin.head_object(Bucket=bucket, Key=result.key)
         assert head["Metadata"]["sha256"] == hashlib.sha256(stored).hexdigest()
         assert archive_members(stored) == files
+
+    def test_spool_on_a_full_disk_publishes_nothing(
+        self,
+        source: Path,
+        bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        requests: list[tuple[str, dict[str, str]]],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        class FullDisk(io.BytesIO):
+            def write(self, data: Any, /) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(publish_module.tempfile, "TemporaryFile", lambda **_: FullDisk())
+        spooled = dataclasses.replace(SMALL_PARTS, spool_archives=True)
+        with pytest.raises(PublishError, match="nothing was published .*spooling the archive .*No space left"):
+            publish(source, bucket=bucket, key="full", compress=True, aws_conn_id=admin_conn, transfer=spooled)
+        assert names(requests) == []
+        assert objects_below(s3_admin, bucket) == {}
 
     def test_versioned_bucket_gives_the_version_of_each_publish(
         self, tmp_path: Path, versioned_bucket: str, s3_admin: S3Client, admin_conn: str
