@@ -177,28 +177,10 @@ class TestCompressed:
         data = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
         assert archive_members(data) == {"stdout": SAMPLE_FILES["stdout"]}
 
+    @pytest.mark.parametrize("spool", [False, True], ids=["streamed", "spooled"])
     def test_multipart_archive_checksum_is_of_the_whole_object(
         self,
-        tmp_path: Path,
-        bucket: str,
-        s3_admin: S3Client,
-        admin_conn: str,
-        requests: list[tuple[str, dict[str, str]]],
-    ) -> None:
-        make_tree(tmp_path / "src", {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000})
-        result = publish(
-            tmp_path / "src", bucket=bucket, key="mp", compress=True, aws_conn_id=admin_conn, transfer=SMALL_PARTS
-        )
-        stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
-        assert names(requests).count("UploadPart") >= 3
-        assert set(names(requests)) <= PUT_ONLY
-        # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
-        assert result.checksum_sha256 == sha256_b64(stored)
-        # Its metadata left before its bytes were compressed: the digest is in the result only.
-        assert "sha256" not in s3_admin.head_object(Bucket=bucket, Key=result.key)["Metadata"]
-
-    def test_spooled_multipart_archive_carries_its_sha256_in_metadata(
-        self,
+        spool: bool,
         tmp_path: Path,
         bucket: str,
         s3_admin: S3Client,
@@ -207,17 +189,23 @@ class TestCompressed:
     ) -> None:
         files = {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000}
         make_tree(tmp_path / "src", files)
-        spooled = dataclasses.replace(SMALL_PARTS, spool_archives=True)
+        transfer = dataclasses.replace(SMALL_PARTS, spool_archives=spool)
         result = publish(
-            tmp_path / "src", bucket=bucket, key="sp", compress=True, aws_conn_id=admin_conn, transfer=spooled
+            tmp_path / "src", bucket=bucket, key="mp", compress=True, aws_conn_id=admin_conn, transfer=transfer
         )
         stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
-        assert names(requests).count("UploadPart") >= 2
+        assert names(requests).count("UploadPart") >= 3
         assert set(names(requests)) <= PUT_ONLY
+        # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
         assert result.checksum_sha256 == sha256_b64(stored)
-        head = s3_admin.head_object(Bucket=bucket, Key=result.key)
-        assert head["Metadata"]["sha256"] == hashlib.sha256(stored).hexdigest()
         assert archive_members(stored) == files
+        metadata = s3_admin.head_object(Bucket=bucket, Key=result.key)["Metadata"]
+        if spool:
+            # Compressed to disk first, its digest was known before its metadata left.
+            assert metadata["sha256"] == hashlib.sha256(stored).hexdigest()
+        else:
+            # Its metadata left before its bytes were compressed: the digest is in the result only.
+            assert "sha256" not in metadata
 
     def test_spool_on_a_full_disk_publishes_nothing(
         self,
