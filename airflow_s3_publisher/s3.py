@@ -454,7 +454,7 @@ class MultipartWriter:
         self._closed = True
         try:
             if not self._upload_id:
-                digest = bytes(self._hash.digest())
+                digest = self.sha256
                 extra = self.extra
                 if self.digest_metadata:
                     metadata = {**extra.get("Metadata", {}), self.digest_metadata: digest.hex()}
