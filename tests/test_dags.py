@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.airflow_harness import EXAMPLES, install_examples, load_dag, run_dag
-from tests.support import objects_below, read_tree, sha256_b64, use_connection
+from tests.support import archive_members, objects_below, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, Identity, SeaweedServer
 
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ def test_taskflow_decorator_publishes_output_dir_and_emits_an_asset_event(
     params = result["Params"]
     stored = s3_admin.get_object(Bucket=bucket, Key=params["Key"])["Body"].read()
     assert params["ChecksumSHA256"] == sha256_b64(stored)
-    with tarfile.open(fileobj=io.BytesIO(stored), mode="r:gz") as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    members = archive_members(stored)
     assert members["logs/build.log"] == b"built\n"
     assert outcome.run_id in members["report.csv"].decode()
     # The output directory was the task's own temporary one, and it is gone.

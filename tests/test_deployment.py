@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ import pytest
 
 from tests.airflow_harness import EXAMPLES, install_examples
 from tests.deployment_harness import AirflowDeployment
-from tests.support import objects_below, read_tree, sha256_b64, use_connection
+from tests.support import archive_members, objects_below, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, REGION, SeaweedServer
 
 if TYPE_CHECKING:
@@ -64,11 +62,6 @@ def deployment(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory)
     finally:
         deployed.stop()
         print("deployment timings (s):", {k: round(v, 1) for k, v in deployed.timings.items()})
-
-
-def _archive_members(data: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
 def _check_published_result(result: Any, bucket: str, endpoint: str, s3: S3Client) -> bytes:
@@ -112,7 +105,7 @@ def test_roundtrip_dag_in_deployed_airflow(
         result = deployment.xcom(ROUNDTRIP, run_id, "publish")
         stored = _check_published_result(result, bucket, seaweed.endpoint, s3_admin)
         assert result["Params"]["Key"].startswith(f"archives/{ROUNDTRIP}__")
-        assert _archive_members(stored) == SAMPLE
+        assert archive_members(stored) == SAMPLE
 
         fetched = Path(deployment.xcom(ROUNDTRIP, run_id, "fetch"))
         assert fetched.parent == tmp_path / "fetched"
@@ -162,7 +155,7 @@ def test_asset_alias_event_triggers_the_consumer_dag(
             assert state == "success", deployment.task_states(PRODUCER, run_id)
             result = deployment.xcom(PRODUCER, run_id, "build_report")
             stored = _check_published_result(result, bucket, seaweed.endpoint, s3_admin)
-            assert run_id in _archive_members(stored)["report.csv"].decode()
+            assert run_id in archive_members(stored)["report.csv"].decode()
 
             # Nobody triggers the consumer: the scheduler does, on the event emitted through the alias.
             def consumer_finished() -> dict[str, Any] | None:
@@ -183,7 +176,7 @@ def test_asset_alias_event_triggers_the_consumer_dag(
             fetched = Path(deployment.xcom(CONSUMER, consumer_run, "fetch"))
             report = deployment.xcom(CONSUMER, consumer_run, "read_report")
             assert run_id in report
-            assert report.splitlines() == _archive_members(stored)["report.csv"].decode().splitlines()
+            assert report.splitlines() == archive_members(stored)["report.csv"].decode().splitlines()
     finally:
         if fetched is not None:  # the consumer DAG fetches below a fixed directory in /tmp
             shutil.rmtree(fetched, ignore_errors=True)

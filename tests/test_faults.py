@@ -21,12 +21,10 @@ still vary. botocore's backoff is not seeded: SlowDown (a throttling error) back
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import random
 import signal
-import tarfile
 import threading
 import time
 import zlib
@@ -57,7 +55,7 @@ from tests.faultproxy import (
     Request,
     running_proxy,
 )
-from tests.support import objects_below, read_tree, sha256_b64, use_connection
+from tests.support import archive_members, make_tree, objects_below, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, TEST_IDENTITIES, SeaweedServer
 
 if TYPE_CHECKING:
@@ -112,16 +110,8 @@ def write_random_tree(root: Path, sizes: dict[str, int], seed: int = SEED) -> di
     """Write files of random bytes (relative path -> size) below ``root``; return path -> content."""
     rng = random.Random(f"{seed}:{root.name}")
     files = {rel: rng.randbytes(size) for rel, size in sizes.items()}
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    make_tree(root, files)
     return files
-
-
-def archive_files(data: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
 def get_bytes(s3: S3Client, bucket: str, key: str, version_id: str = "") -> bytes:
@@ -155,7 +145,7 @@ def check_archive(s3: S3Client, bucket: str, result: PublishedResult, files: dic
     """The archive holds ``files`` and ChecksumSHA256 is the SHA-256 of the stored bytes; returns them."""
     data = get_bytes(s3, bucket, result.key, result.version_id)
     assert result.checksum_sha256 == sha256_b64(data)
-    assert archive_files(data) == files
+    assert archive_members(data) == files
     return data
 
 
@@ -527,7 +517,7 @@ def test_killed_store_abort_failure_is_reported(killed_store: KillOutcome) -> No
 def test_killed_store_retry_after_restart_publishes_the_right_bytes(killed_store: KillOutcome) -> None:
     assert killed_store.retry is not None
     assert killed_store.retry.checksum_sha256 == sha256_b64(killed_store.retry_bytes)
-    assert archive_files(killed_store.retry_bytes) == killed_store.files
+    assert archive_members(killed_store.retry_bytes) == killed_store.files
 
 
 def test_killed_store_no_incomplete_upload_is_left_once_the_retry_succeeded(killed_store: KillOutcome) -> None:

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,15 @@ from airflow_s3_publisher.exceptions import (
 from airflow_s3_publisher.manifest import MANIFEST_NAME
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.s3 import MiB, TransferOptions
-from tests.support import SAMPLE_FILES, make_tree, objects_below, read_tree, sha256_b64, use_connection
+from tests.support import (
+    SAMPLE_FILES,
+    archive_members,
+    make_tree,
+    objects_below,
+    read_tree,
+    sha256_b64,
+    use_connection,
+)
 from tools.seaweed import ADMIN, WRITE_ONLY_BUCKET, WRITER, Identity, SeaweedServer
 
 if TYPE_CHECKING:
@@ -73,11 +80,6 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]
 
 def names(requests: list[tuple[str, dict[str, str]]]) -> list[str]:
     return [name for name, _ in requests]
-
-
-def archive_members(data: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
 class TestPlain:
