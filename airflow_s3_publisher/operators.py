@@ -9,43 +9,29 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import AssetAlias, BaseOperator
 
 from airflow_s3_publisher.exceptions import InvalidSpecError
+from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES
 from airflow_s3_publisher.fetching import fetch
 from airflow_s3_publisher.links import PublishedResultLink
-from airflow_s3_publisher.options import ObjectOptions
-from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, check_compression_level
 from airflow_s3_publisher.publishing import publish
 from airflow_s3_publisher.result import PublishedResult
-from airflow_s3_publisher.spec import check_static_settings
+from airflow_s3_publisher.settings import PublishSettings
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_s3_publisher.s3 import TransferOptions
+    from airflow_s3_publisher.options import TransferOptions
 
 #: The template fields that every publishing task has.
-PUBLISH_TEMPLATE_FIELDS = ("bucket", "key", "endpoint", "region", "compress", "publisher", "aws_conn_id")
-#: The other publish settings, which are not templated.
-PUBLISH_OPTION_NAMES = (
-    "compression_level",
-    "manifest",
-    "allow_empty",
-    "metadata",
-    "tags",
-    "content_type",
-    "storage_class",
-    "server_side_encryption",
-    "kms_key_id",
-    "expected_bucket_owner",
-    "asset_alias",
-    "transfer",
-)
+PUBLISH_TEMPLATE_FIELDS = PublishSettings.TEMPLATED
 
 
-class PublishSettings:
+class PublishingTask:
     """What a publishing task (operator or ``@task.s3_publish``) knows besides its source.
 
-    The parameters are documented on :class:`S3PublishOperator`.
+    Its settings are a :class:`~airflow_s3_publisher.settings.PublishSettings`, validated when the DAG
+    is parsed; the templated ones (``PublishSettings.TEMPLATED``) are also attributes of the task, so
+    Airflow renders them before :meth:`_publish` builds the final settings.
     """
 
     bucket: str | None
@@ -58,78 +44,20 @@ class PublishSettings:
     published: PublishedResult | None = None
     outlets: list[Any]
 
-    def _init_publish_settings(
-        self,
-        *,
-        bucket: str | None = None,
-        key: str | None = None,
-        endpoint: str | None = None,
-        region: str | None = None,
-        compress: bool | str = False,
-        publisher: str | Mapping[str, Any] | None = None,
-        aws_conn_id: str | None = "aws_default",
-        compression_level: int | None = None,
-        manifest: bool = False,
-        allow_empty: bool = False,
-        metadata: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-        storage_class: str | None = None,
-        server_side_encryption: str | None = None,
-        kms_key_id: str | None = None,
-        expected_bucket_owner: str | None = None,
-        asset_alias: str | None = None,
-        transfer: TransferOptions | None = None,
-    ) -> None:
-        self.object_options = ObjectOptions(
-            metadata=dict(metadata or {}),
-            tags=dict(tags or {}),
-            content_type=content_type,
-            storage_class=storage_class,
-            server_side_encryption=server_side_encryption,
-            kms_key_id=kms_key_id,
-            expected_bucket_owner=expected_bucket_owner,
-        )
-        # An explicit compress=False must not override a publisher that says compress=true.
-        explicit_compress = None if compress is False and publisher is not None else compress
-        check_static_settings(
-            publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=explicit_compress
-        )
-        check_compression_level(compression_level)
+    def _init_publish_settings(self, given: dict[str, Any], asset_alias: str | None) -> None:
+        self.settings = PublishSettings.build(**given)
         if asset_alias is not None and not asset_alias.strip():
             raise InvalidSpecError("asset_alias must be a non-empty name such as 'daily-report'")
-        self.bucket = bucket
-        self.key = key
-        self.endpoint = endpoint
-        self.region = region
-        self.compress = explicit_compress
-        self.publisher = publisher
-        self.aws_conn_id = aws_conn_id
-        self.compression_level = compression_level
-        self.manifest = manifest
-        self.allow_empty = allow_empty
+        for name in PublishSettings.TEMPLATED:
+            setattr(self, name, getattr(self.settings, name))
         self.asset_alias = asset_alias
-        self.transfer = transfer
         if asset_alias:
             self.outlets = [*self.outlets, AssetAlias(asset_alias)]
 
     def _publish(self, source: str, context: Context, logger: Any) -> dict[str, Any]:
+        rendered = {name: getattr(self, name) for name in PublishSettings.TEMPLATED}
         result = publish(
-            source,
-            self.publisher,
-            context=context,
-            aws_conn_id=self.aws_conn_id,
-            bucket=self.bucket,
-            key=self.key,
-            endpoint=self.endpoint,
-            region=self.region,
-            compress=self.compress,
-            compression_level=self.compression_level,
-            manifest=self.manifest,
-            allow_empty=self.allow_empty,
-            object_options=self.object_options,
-            transfer=self.transfer,
-            logger=logger,
+            source, settings=PublishSettings.build(self.settings, **rendered), context=context, logger=logger
         )
         self.published = result
         if self.asset_alias:
@@ -155,41 +83,19 @@ class PublishSettings:
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-class S3PublishOperator(PublishSettings, BaseOperator):
+class S3PublishOperator(PublishingTask, BaseOperator):
     """Publish a file or directory to S3-compatible storage and return the PublishedResult.
 
     Settings come from ``publisher`` (Bacalhau's declarative dict or ``s3://`` URI) and/or the keyword
     arguments, which win. Every setting that is not templated is validated when the DAG is parsed.
 
+    The settings are those of :class:`~airflow_s3_publisher.settings.PublishSettings` (documented
+    there) and of :class:`~airflow_s3_publisher.options.ObjectOptions`, by name; ``publisher``,
+    ``bucket``, ``key``, ``endpoint``, ``region``, ``compress`` and ``aws_conn_id`` are templated.
+
     :param source: local file or directory to publish (templated).
-    :param bucket: bucket name (templated).
-    :param key: object key or prefix template (templated); Jinja first, then the placeholders
-        ``{jobID}``, ``{executionID}``, ``{date}``, ``{time}``, ``{nodeID}``, ``{dagID}``, ``{taskID}``,
-        ``{runID}``, ``{mapIndex}``, ``{tryNumber}``. Compressed keys get ``.tar.gz`` appended unless
-        they end with it; plain keys get ``/`` appended unless they end with it.
-    :param endpoint: S3 endpoint URL for S3-compatible stores (templated); path-style addressing.
-    :param region: region name (templated); default the connection's, then boto3's chain.
-    :param compress: publish one tar.gz instead of one object per file (templated).
-    :param publisher: ``{"Type": "s3", "Params": {...}}`` or ``s3://bucket/key,opt=name=value,...``
-        (templated).
-    :param aws_conn_id: Airflow AWS connection for credentials (templated); where it has none,
-        boto3's default chain (environment, ``~/.aws/credentials``, instance roles).
-    :param compression_level: gzip level on zlib's 1-9 scale; ``None`` picks the fast default.
-    :param manifest: for a plain publish, write a manifest last (path, size, SHA-256 of every file) so
-        ``fetch`` can verify the prefix and refuse an incomplete one; the result then carries the
-        manifest's VersionID and ChecksumSHA256.
-    :param allow_empty: publish an empty source instead of failing.
-    :param metadata: user metadata for every object (besides the run's dag_id, run_id, task_id, try_number).
-    :param tags: object tags, sent in the PutObject request.
-    :param content_type: Content-Type of every object (default: guessed per file; archives application/gzip).
-    :param storage_class: S3 storage class, e.g. ``STANDARD_IA``.
-    :param server_side_encryption: ``AES256``, ``aws:kms`` or ``aws:kms:dsse``.
-    :param kms_key_id: KMS key id for ``aws:kms``.
-    :param expected_bucket_owner: 12-digit account id sent as ExpectedBucketOwner on every request.
     :param asset_alias: emit an Asset event for ``s3://<bucket>/<key>`` through ``AssetAlias(asset_alias)``
         (added to the task's outlets), with the PublishedResult as the event's ``extra``.
-    :param transfer: :class:`~airflow_s3_publisher.s3.TransferOptions` (part size, concurrency,
-        retries, timeouts, checksums).
 
     Returns (and so pushes to XCom) ``{"Type": "s3", "Params": {"Bucket", "Key", "Region", "Endpoint",
     "VersionID", "ChecksumSHA256"}}``.
@@ -204,12 +110,12 @@ class S3PublishOperator(PublishSettings, BaseOperator):
         self,
         *,
         source: str,
+        publisher: str | Mapping[str, Any] | None = None,
         bucket: str | None = None,
         key: str | None = None,
         endpoint: str | None = None,
         region: str | None = None,
-        compress: bool | str = False,
-        publisher: str | Mapping[str, Any] | None = None,
+        compress: bool | str | None = None,
         aws_conn_id: str | None = "aws_default",
         compression_level: int | None = None,
         manifest: bool = False,
@@ -221,32 +127,15 @@ class S3PublishOperator(PublishSettings, BaseOperator):
         server_side_encryption: str | None = None,
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
-        asset_alias: str | None = None,
         transfer: TransferOptions | None = None,
+        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # Explicit parameters (not **kwargs) so that default_args and .partial()/.expand() reach them;
+        # they are the settings' names, gathered here rather than spelled out again.
+        given = {name: value for name, value in locals().items() if PublishSettings.accepts(name)}
         super().__init__(**kwargs)
-        self._init_publish_settings(
-            bucket=bucket,
-            key=key,
-            endpoint=endpoint,
-            region=region,
-            compress=compress,
-            publisher=publisher,
-            aws_conn_id=aws_conn_id,
-            compression_level=compression_level,
-            manifest=manifest,
-            allow_empty=allow_empty,
-            metadata=metadata,
-            tags=tags,
-            content_type=content_type,
-            storage_class=storage_class,
-            server_side_encryption=server_side_encryption,
-            kms_key_id=kms_key_id,
-            expected_bucket_owner=expected_bucket_owner,
-            asset_alias=asset_alias,
-            transfer=transfer,
-        )
+        self._init_publish_settings(given, asset_alias)
         self.source = source
 
     def execute(self, context: Context) -> dict[str, Any]:

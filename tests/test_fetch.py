@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-import airflow_s3_publisher.fetching as fetching
 from airflow_s3_publisher import fetch, publish
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
 from airflow_s3_publisher.progress import Snapshot
+from airflow_s3_publisher.s3 import S3Client as PublisherClient
+from airflow_s3_publisher.s3 import connect
 from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
@@ -136,10 +139,15 @@ def test_keys_that_would_escape_destination_are_refused(
     bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     # AWS stores such keys; SeaweedFS refuses them at PutObject, so the listing is where they come from.
-    monkeypatch.setattr(fetching, "list_keys", lambda *_args: [("p/fine.txt", 1), (bad, 1)])
+    class ListsBadKeys(PublisherClient):
+        def list_objects(self, *_args: object, **_kwargs: object) -> Iterator[tuple[str, int]]:
+            yield from [("p/fine.txt", 1), (bad, 1)]
+
+    real = connect(admin_conn)
+    client = ListsBadKeys(**{f.name: getattr(real, f.name) for f in dataclasses.fields(real) if f.init})
     dest = tmp_path / "deep" / "in"
     with pytest.raises(UnsafeArchiveError):
-        fetch({"Bucket": bucket, "Key": "p/"}, dest, aws_conn_id=admin_conn)
+        fetch({"Bucket": bucket, "Key": "p/"}, dest, client=client)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep"]
 
 

@@ -18,17 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_s3_publisher import packing
+from airflow_s3_publisher import compression, sources
+from airflow_s3_publisher.archive import write_tar_gz
+from airflow_s3_publisher.compression import CHUNK_SIZE, gzip_backend
 from airflow_s3_publisher.exceptions import FetchError, InvalidSpecError, SourceError, UnsafeArchiveError
-from airflow_s3_publisher.packing import (
-    CHUNK_SIZE,
-    SourceEntry,
-    collect_source,
-    extract_tar_gz,
-    gzip_backend,
-    safe_join,
-    write_tar_gz,
-)
+from airflow_s3_publisher.extract import ExtractStats, extract_tar_gz
+from airflow_s3_publisher.paths import safe_join
+from airflow_s3_publisher.sources import SourceEntry, collect_source
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MiB = 1 << 20
@@ -42,10 +38,10 @@ MiB = 1 << 20
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Force one gzip backend for the test (skipped when that one is not installed)."""
     name: str = request.param
-    chosen = tuple(b for b in packing._BACKENDS if b.name == name)
+    chosen = tuple(b for b in compression._BACKENDS if b.name == name)
     if not chosen:
         pytest.skip(f"{name} is not installed")
-    monkeypatch.setattr(packing, "_BACKENDS", chosen)
+    monkeypatch.setattr(compression, "_BACKENDS", chosen)
     return name
 
 
@@ -119,7 +115,7 @@ class CountingReader:
         return chunk
 
 
-def extract(data: bytes, destination: Path, **kwargs: int) -> packing.ExtractStats:
+def extract(data: bytes, destination: Path, **kwargs: int) -> ExtractStats:
     destination.mkdir(parents=True, exist_ok=True)
     return extract_tar_gz(CountingReader(data), destination, **kwargs)
 
@@ -260,7 +256,7 @@ def test_collect_reads_no_file_content(tmp_path: Path, monkeypatch: pytest.Monke
         raise AssertionError("collect_source opened a file")
 
     monkeypatch.setattr(os, "open", no_open)
-    monkeypatch.setattr(packing, "open", no_open, raising=False)
+    monkeypatch.setattr(sources, "open", no_open, raising=False)
     assert len(collect_source(tmp_path / "src")) == len(make_tree(tmp_path / "other"))
 
 
@@ -458,7 +454,7 @@ def test_collect_refuses_directory_the_os_cannot_list(tmp_path: Path, monkeypatc
 
 
 def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
-    by_name = {b.name: b for b in packing._load_backends()}
+    by_name = {b.name: b for b in compression._load_backends()}
     assert list(by_name)[-1] == "zlib"
     expected = {
         "isal": {None: 1, 1: 1, 2: 2, 3: 3, 6: 3, 9: 3},
@@ -468,7 +464,7 @@ def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> Non
     for name, levels in expected.items():
         if name not in by_name:
             continue
-        monkeypatch.setattr(packing, "_BACKENDS", (by_name[name],))
+        monkeypatch.setattr(compression, "_BACKENDS", (by_name[name],))
         for level, native in levels.items():
             assert gzip_backend(level) == f"{name} level {native}"
         assert gzip_backend(0) == "zlib level 0"  # store is always stdlib zlib
@@ -477,12 +473,12 @@ def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_fallback_to_stdlib_when_no_fast_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "isal", None)  # makes "import isal" raise ImportError
     monkeypatch.setitem(sys.modules, "zlib_ng", None)
-    assert [b.name for b in packing._load_backends()] == ["zlib"]
+    assert [b.name for b in compression._load_backends()] == ["zlib"]
 
 
 def test_isal_preferred_when_installed() -> None:
     pytest.importorskip("isal.isal_zlib")
-    assert packing._load_backends()[0].name == "isal"
+    assert compression._load_backends()[0].name == "isal"
 
 
 @pytest.mark.parametrize("level", [-1, 10, True, 1.5, "1"])
@@ -659,7 +655,7 @@ def test_empty_source_gives_valid_empty_archive(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
         assert tar.getnames() == []
     dest = tmp_path / "dest"
-    assert extract(out.getvalue(), dest) == packing.ExtractStats(files=0, directories=0, bytes=0)
+    assert extract(out.getvalue(), dest) == ExtractStats(files=0, directories=0, bytes=0)
     assert os.listdir(dest) == []
 
 
@@ -719,7 +715,7 @@ def test_file_yielding_more_than_its_size(tmp_path: Path, monkeypatch: pytest.Mo
         def read(self, size: int = -1) -> bytes:
             return b"extra"
 
-    monkeypatch.setattr(packing, "open", lambda fd, *a, **k: Longer(fd, "rb"), raising=False)
+    monkeypatch.setattr(sources, "open", lambda fd, *a, **k: Longer(fd, "rb"), raising=False)
     with pytest.raises(SourceError, match="changed while being published.*grew") as err:
         write_tar_gz(entries, io.BytesIO())
     assert str(path) in str(err.value)
@@ -794,7 +790,7 @@ def test_read_error_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         def readinto(self, buffer: object) -> int:
             raise OSError(5, "Input/output error (test)")
 
-    monkeypatch.setattr(packing, "open", lambda fd, *a, **k: BrokenFile(fd, "rb"), raising=False)
+    monkeypatch.setattr(sources, "open", lambda fd, *a, **k: BrokenFile(fd, "rb"), raising=False)
     with pytest.raises(OSError, match="Input/output error"):
         write_tar_gz(entries, io.BytesIO())
 
