@@ -8,7 +8,7 @@ Every upload run gets a fresh, unversioned bucket (warmed with one tiny object s
 allocation is not timed), is checked (object count and bytes) and the bucket is deleted afterwards,
 so every tool meets the same server in the same state. Prints medians and the issue's targets, writes
 ``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run (no ``--quick``,
-no ``--only``) also writes ``benchmarks/chart.png``, the chart the README shows.
+no ``--only``) also writes ``benchmarks/chart.png``, the chart docs/performance.md shows.
 
 ``--profile [CASE]`` instead runs our tool once on one case (default: plain-small) under py-spy and
 prints where its CPU time goes.

@@ -1,7 +1,7 @@
-"""The README's "Recipes per store", each exercised with its connection extra against a real S3 server.
+"""The "Recipes per store" of docs/stores.md, each exercised with its connection extra against a real S3 server.
 
 Every recipe is an Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON, read through the amazon
-provider's S3Hook) whose ``extra`` is the README's, with only the host and port made local:
+provider's S3Hook) whose ``extra`` is the one docs/stores.md gives, with only the host and port made local:
 
 - ``aws``: ``{"region_name": "eu-west-1"}`` and no endpoint anywhere, so botocore goes to AWS's own
   ``https://<bucket>.s3.eu-west-1.amazonaws.com``; that name and port 443 lead (in this process only) to
@@ -231,7 +231,7 @@ def recipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
 
 @pytest.fixture(params=RECIPES)
 def store(request: pytest.FixtureRequest, recipe: Callable[[str], Store]) -> Store:
-    """Each recipe of the README's table in turn."""
+    """Each recipe of the table in docs/stores.md in turn."""
     return recipe(request.param)
 
 
