@@ -10,6 +10,7 @@ from airflow.sdk import AssetAlias, BaseOperator
 
 from airflow_s3_publisher.exceptions import InvalidSpecError
 from airflow_s3_publisher.fetching import fetch
+from airflow_s3_publisher.filters import FileFilter
 from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, check_compression_level
@@ -30,6 +31,8 @@ PUBLISH_OPTION_NAMES = (
     "compression_level",
     "manifest",
     "allow_empty",
+    "include",
+    "exclude",
     "metadata",
     "tags",
     "content_type",
@@ -71,6 +74,8 @@ class PublishSettings:
         compression_level: int | None = None,
         manifest: bool = False,
         allow_empty: bool = False,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
         metadata: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         content_type: str | None = None,
@@ -96,6 +101,7 @@ class PublishSettings:
             publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=explicit_compress
         )
         check_compression_level(compression_level)
+        self.file_filter = FileFilter.from_lists(include, exclude)  # bad patterns fail the DAG's parse
         if asset_alias is not None and not asset_alias.strip():
             raise InvalidSpecError("asset_alias must be a non-empty name such as 'daily-report'")
         self.bucket = bucket
@@ -127,6 +133,7 @@ class PublishSettings:
             compression_level=self.compression_level,
             manifest=self.manifest,
             allow_empty=self.allow_empty,
+            file_filter=self.file_filter,
             object_options=self.object_options,
             transfer=self.transfer,
             logger=logger,
@@ -179,6 +186,11 @@ class S3PublishOperator(PublishSettings, BaseOperator):
         ``fetch`` can verify the prefix and refuse an incomplete one; the result then carries the
         manifest's VersionID and ChecksumSHA256.
     :param allow_empty: publish an empty source instead of failing.
+    :param include: globs of the files to publish, relative to the source (``*.csv``, ``reports/**``);
+        when given, no other file is published. A pattern without ``/`` matches names at any depth.
+    :param exclude: globs of the files never to publish (``*.tmp``, ``cache/``); an exclude wins over
+        an include. Excluded files are never opened; the archive or prefix (and manifest) hold exactly
+        the published files; a filter that leaves nothing is an empty source (see ``allow_empty``).
     :param metadata: user metadata for every object (besides the run's dag_id, run_id, task_id, try_number).
     :param tags: object tags, sent in the PutObject request.
     :param content_type: Content-Type of every object (default: guessed per file; archives application/gzip).
@@ -214,6 +226,8 @@ class S3PublishOperator(PublishSettings, BaseOperator):
         compression_level: int | None = None,
         manifest: bool = False,
         allow_empty: bool = False,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
         metadata: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         content_type: str | None = None,
@@ -237,6 +251,8 @@ class S3PublishOperator(PublishSettings, BaseOperator):
             compression_level=compression_level,
             manifest=manifest,
             allow_empty=allow_empty,
+            include=include,
+            exclude=exclude,
             metadata=metadata,
             tags=tags,
             content_type=content_type,

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, SourceError
+from airflow_s3_publisher.exceptions import InvalidSpecError, PublishError, S3PublisherError, SourceError
+from airflow_s3_publisher.filters import FileFilter
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX, RunInfo, render_key, validate_key
 from airflow_s3_publisher.options import ObjectOptions
@@ -69,6 +70,9 @@ def publish(
     compression_level: int | None = None,
     manifest: bool = False,
     allow_empty: bool = False,
+    include: Sequence[str] | str | None = None,
+    exclude: Sequence[str] | str | None = None,
+    file_filter: FileFilter | None = None,
     object_options: ObjectOptions | None = None,
     transfer: TransferOptions | None = None,
     now: datetime | None = None,
@@ -90,6 +94,12 @@ def publish(
         VersionID and SHA-256, so ``fetch`` verifies every file and refuses an incomplete prefix.
     :param allow_empty: publish an empty source (an empty archive, or no object at all for a plain
         publish) instead of refusing it.
+    :param include: globs of the files to publish (relative to the source; ``**`` spans folders);
+        when given, no other file is published. See :mod:`airflow_s3_publisher.filters`.
+    :param exclude: globs of the files never to publish; an exclude wins over an include. Excluded
+        files are never opened, and a filter that leaves no file is an empty source.
+    :param file_filter: the ordered form instead of ``include``/``exclude`` (the last matching rule
+        decides), e.g. ``FileFilter([Rule("exclude", "*"), Rule("include", "*.csv")])``.
     :param object_options: metadata, tags, content type, storage class, encryption, bucket owner.
     :param transfer: part size, concurrency, retries, timeouts and checksum settings.
     :param now: the clock reading for ``{date}`` and ``{time}`` (default: now, UTC).
@@ -110,11 +120,16 @@ def publish(
     spec = build_publisher_spec(publisher, bucket=bucket, key=key, endpoint=endpoint, region=region, compress=compress)
     run = RunInfo.from_context(context)
     object_key = render_key(spec.key, compress=spec.compress, run=run, now=now)
-    entries = collect_source(source)
+    if file_filter is None:
+        file_filter = FileFilter.from_lists(include, exclude)
+    elif include is not None or exclude is not None:
+        raise InvalidSpecError("pass include/exclude or file_filter, not both")
+    entries = collect_source(source, file_filter=file_filter)
     files = [entry for entry in entries if not entry.is_dir]
     if not files and not allow_empty:
+        filtered = f" that passes the filters {file_filter.describe()}" if file_filter.active else ""
         raise SourceError(
-            f"source {os.fspath(source)!r} has no file to publish; pass allow_empty=True to publish "
+            f"source {os.fspath(source)!r} has no file to publish{filtered}; pass allow_empty=True to publish "
             "an empty result anyway"
         )
     # A retry (Airflow's try 2+) first aborts multipart uploads its failed predecessor could not.
