@@ -55,6 +55,10 @@ exit codes:
   3    integrity failure: checksum mismatch or unsafe archive (nothing was written)
   4    an S3 request failed (access denied, missing bucket, object or version, no credentials,
        endpoint unreachable)
+  5    list/get DAG_ID RUN_ID: the Airflow api-server cannot be reached
+  6    list/get DAG_ID RUN_ID: the api-server refused the credentials (or they may not read the run)
+  7    list/get DAG_ID RUN_ID: no such DAG, or no such run of it
+  8    list/get DAG_ID RUN_ID: the run (or its --task-id/--map-index) published no result
   130  interrupted (Ctrl-C)
 """
 
@@ -331,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish time for {date} and {time}, e.g. 2026-01-01T12:00:00Z; without a zone it is UTC (default: now)",
     )
     render.set_defaults(func=_cmd_render)
+    from airflow_s3_publisher.cli_shell import register  # publish, list, and get DAG_ID RUN_ID
+
+    register(commands)
     return parser
 
 
@@ -421,8 +428,9 @@ class _FetchReporter:
     result without a checksum) always reach stderr unless ``--quiet``.
     """
 
-    def __init__(self, what: str, *, show_progress: bool, show_warnings: bool) -> None:
+    def __init__(self, what: str, *, show_progress: bool, show_warnings: bool, verb: str = "Fetching") -> None:
         self._what = what
+        self._verb = verb
         self._show_progress = show_progress
         self._show_warnings = show_warnings
         self._progress: Progress | None = None
@@ -454,7 +462,7 @@ class _FetchReporter:
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task(f"Fetching {self._what}", total=None)
+        self._task = self._progress.add_task(f"{self._verb} {self._what}", total=None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -466,7 +474,7 @@ class _FetchReporter:
         """Move the bar to ``done`` (called from ``fetch()``'s download threads; rich locks)."""
         if self._progress is None or self._task is None:
             return
-        description = f"Fetching {self._what}"
+        description = f"{self._verb} {self._what}"
         if done.total_files and done.total_files > 1:
             description += f" ({done.files}/{done.total_files} files)"
         self._progress.update(self._task, description=description, completed=done.bytes, total=done.total_bytes)
