@@ -723,6 +723,9 @@ def _library_output(*, verbose: bool, quiet: bool) -> Iterator[None]:
         # Warnings between Airflow and its providers (deprecated imports...) are not this command's
         # to report; -v shows them.
         warnings.simplefilter("ignore")
+    from airflow_s3_publisher.cli_shell import disarm_task_db_guard
+
+    disarm_task_db_guard(os.environ)
     with redirect_stdout(sys.stderr):
         import logging
 

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -238,12 +238,15 @@ def _api(args: argparse.Namespace) -> AirflowApi:
     from airflow_s3_publisher.runs import AirflowApi, ApiCredentials
 
     url = args.api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-    if args.token or args.username or args.password:  # options replace the environment's credentials
-        token, username, password = args.token, args.username, args.password
-    else:
-        token, username, password = (
-            os.environ.get(name) for name in (API_TOKEN_ENV, API_USERNAME_ENV, API_PASSWORD_ENV)
-        )
+    token = args.token or os.environ.get(API_TOKEN_ENV) or None
+    username = args.username or os.environ.get(API_USERNAME_ENV) or None
+    password = args.password or os.environ.get(API_PASSWORD_ENV) or None
+    if token and username:  # a token and a user: the one given as an option wins over the environment
+        by_option = bool(args.username or args.password)
+        if args.token and not by_option:
+            username = password = None
+        elif by_option and not args.token:
+            token = None
     try:
         credentials = ApiCredentials(token=token, username=username, password=password)
     except InvalidSpecError as err:
@@ -506,6 +509,24 @@ def run_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     values["map_index"] = args.map_index
     values["execution_id"] = args.execution_id
     return values
+
+
+#: What Airflow 3's task supervisor puts in the environment of a task and of every process it starts.
+_TASK_DB_GUARD = "airflow-db-not-allowed:///"
+_DB_VARIABLES = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
+
+
+def disarm_task_db_guard(environ: MutableMapping[str, str]) -> None:
+    """Let Airflow be imported in a task's child process (a BashOperator's command), without any DB.
+
+    Airflow 3's supervisor sets the metadata DB URL of task processes to a value that cannot be parsed,
+    so that task code cannot reach the DB; importing Airflow then fails outright. This command never
+    uses the metadata DB: an in-memory SQLite keeps the import working and still reaches no database.
+    (Connections that exist only in the metadata DB are therefore not found from a BashOperator.)
+    """
+    for name in _DB_VARIABLES:
+        if environ.get(name, "").startswith(_TASK_DB_GUARD.rstrip("/")):
+            environ[name] = "sqlite://"
 
 
 def default_conn_id(given: str | None, environ: Mapping[str, str], home: Path) -> str | None:

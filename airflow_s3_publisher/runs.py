@@ -211,7 +211,12 @@ class AirflowApi:
             if map_index is not None:
                 narrowed += f" map index {map_index}"
             what = f"{narrowed.strip()} of run" if narrowed else "run"
-            looked = f"{len(entries)} return values, none of them a PublishedResult" if entries else "no return value"
+            if not entries:
+                looked = "no return value"
+            elif len(entries) == 1:
+                looked = "1 return value, not a PublishedResult"
+            else:
+                looked = f"{len(entries)} return values, none a PublishedResult"
             raise NoPublishedResultError(
                 f"{what} {run_id!r} of DAG {dag_id!r} published no result ({looked}); a task publishes by "
                 "returning one (S3PublishOperator, @task.s3_publish, or 'airflow-s3-publisher publish' "
@@ -292,24 +297,26 @@ class AirflowApi:
 
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
         status = response.status_code
-        if status == 401:
-            if not self._token:
-                raise ApiAuthError(
-                    f"the api-server at {self.base_url} requires credentials (HTTP 401): give a token, or a user "
-                    "name and password"
-                )
+        detail = self._detail(response)
+        if status == 401 and not self._token:
+            raise ApiAuthError(
+                f"the api-server at {self.base_url} requires credentials (HTTP 401{detail}): give a token, or a "
+                "user name and password"
+            )
+        # Airflow answers 401 for an expired token and 403 "Invalid JWT token" for one it cannot verify.
+        if status == 401 or (status == 403 and "invalid jwt" in detail.lower()):
             how = f"the token of user {self._credentials.username!r}" if self._credentials.username else "the token"
-            raise ApiAuthError(f"the api-server at {self.base_url} refused {how} (HTTP 401: expired or not valid)")
+            raise ApiAuthError(f"the api-server at {self.base_url} refused {how} (HTTP {status}{detail})")
         if status == 403:
             raise ApiAuthError(
-                f"the api-server at {self.base_url} does not let these credentials {what} (HTTP 403); the user "
-                "needs read access to the DAG, its runs and XComs"
+                f"the api-server at {self.base_url} does not let these credentials {urllib.parse.unquote(what)} "
+                f"(HTTP 403{detail}); the user needs read access to the DAG, its runs and XComs"
             )
         if status == 404:
             raise _NotFound(what)
         if status >= 400:
             raise AirflowApiError(
-                f"the api-server at {self.base_url} answered {what} with HTTP {status}{self._detail(response)}"
+                f"the api-server at {self.base_url} answered {urllib.parse.unquote(what)} with HTTP {status}{detail}"
             )
         try:
             data = response.json()
