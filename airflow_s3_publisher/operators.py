@@ -15,7 +15,7 @@ from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.options import ObjectOptions
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, check_compression_level
 from airflow_s3_publisher.publishing import publish
-from airflow_s3_publisher.result import PublishedResult
+from airflow_s3_publisher.result import PublishedResult, as_source
 from airflow_s3_publisher.spec import check_static_settings
 
 if TYPE_CHECKING:
@@ -273,7 +273,9 @@ class S3PublishOperator(PublishSettings, BaseOperator):
 class S3FetchOperator(BaseOperator):
     """Download a published result (or any S3 input source spec), verify it and unpack it.
 
-    :param source: a PublishedResult dict, typically ``publish_task.output`` (templated). Leave it out
+    :param source: a PublishedResult dict, typically ``publish_task.output``, or its JSON text (what
+        ``airflow-s3-publisher publish`` prints, so a BashOperator's ``output``), an ``s3://bucket/key``
+        URI or an ``ObjectStoragePath`` (templated). Leave it out
         in a DAG scheduled on a publisher's Asset or AssetAlias: the result carried by the newest
         triggering asset event is fetched.
     :param destination: local directory to fetch into (templated).
@@ -316,7 +318,7 @@ class S3FetchOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         """Fetch and return the destination path."""
         source = self.source if self.source is not None else result_from_asset_events(context)
-        spec = source if isinstance(source, PublishedResult) else PublishedResult.from_dict(source)
+        spec = as_source(source)
         path = fetch(
             spec,
             self.destination,
