@@ -182,7 +182,8 @@ def as_source(source: object) -> PublishedResult:
         protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
         if not {"s3", "s3a"} & {str(p) for p in protocols}:
             raise InvalidSpecError(f"source {str(source)!r} is not on S3 (its protocol is {protocol!r})")
-        return _from_uri(f"s3://{source.bucket}/{source.key}")
+        bucket = str(source.bucket).rpartition("@")[2]  # Airflow 3.1 keeps "conn_id@" in front of the bucket
+        return _from_uri(f"s3://{bucket}/{source.key}")
     raise InvalidSpecError(
         f"invalid source of type {type(source).__name__}: expected a PublishedResult, its dict or JSON text, "
         "an s3://bucket/key URI or an ObjectStoragePath"
