@@ -331,6 +331,7 @@ def _sizes(found: Sequence[RunResult], aws_conn_id: str | None) -> dict[int, int
 
 
 def _cmd_get_run(args: argparse.Namespace) -> int:
+    from airflow_s3_publisher.exceptions import S3PublisherError
     from airflow_s3_publisher.naming import sanitize_run_id
 
     args.dag_id = args.result
@@ -362,10 +363,14 @@ def _cmd_get_run(args: argparse.Namespace) -> int:
                     logger=reporter,
                     on_progress=reporter.update,
                 )
-            except Exception as err:
-                # Say which task's result failed; the error keeps its type, so its exit code.
-                err.args = (f"{item.label}: {err}", *err.args[1:]) if err.args else err.args
-                raise
+            except (S3PublisherError, OSError) as err:
+                # Say which task's result failed; the folders already printed are complete.
+                failure: BaseException | None = err
+            else:
+                failure = None
+        if failure is not None:
+            cli._print_error(f"{item.label}: {cli._one_line(str(failure)) or type(failure).__name__}")
+            return cli.exit_code_for(failure)
         reporter.summary()
         print(target, file=stdout, flush=True)
     return cli.EXIT_OK

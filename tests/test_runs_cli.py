@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_s3_publisher.result import PublishedResult
+from airflow_s3_publisher.runs import api_base_url, as_published_result
 from tests.deployment_harness import AirflowDeployment
 from tests.support import SAMPLE_FILES, read_tree, use_connection
-from tools.seaweed import ADMIN, SeaweedServer
+from tools.seaweed import ADMIN, READER, SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -343,3 +345,49 @@ def test_no_credential_reaches_any_output_or_file(published: Published, tmp_path
         assert token not in proc.stdout + proc.stderr
         assert password not in proc.stdout + proc.stderr
     assert [p for p in tmp_path.rglob("*") if p.is_file() and password.encode() in p.read_bytes()] == []
+
+
+def test_a_failed_fetch_names_the_task_and_keeps_its_exit_code(published: Published, tmp_path: Path) -> None:
+    reader = json.loads(published.connection)
+    reader.update(login=READER.access_key, password=READER.secret_key)  # may not read this bucket
+    proc = run_cli(
+        published,
+        "get",
+        DAG_ID,
+        published.run_id,
+        "--aws-conn-id",
+        "reader",
+        "-o",
+        str(tmp_path / "denied"),
+        AIRFLOW_CONN_READER=json.dumps(reader),
+    )
+    line = assert_one_error_line(proc, 4, "airflow-s3-publisher: error: archive: ", "AccessDenied")
+    assert READER.secret_key not in line
+    assert not (tmp_path / "denied" / "archive").exists()
+
+
+# ======================================================================================================
+# Pure parts of the client
+# ======================================================================================================
+
+
+@pytest.mark.parametrize(
+    ("given", "base"),
+    [
+        ("http://localhost:8080", "http://localhost:8080"),
+        ("http://localhost:8080/", "http://localhost:8080"),
+        ("https://airflow.example.com/api/v2/", "https://airflow.example.com"),
+        ("https://example.com/airflow/api/v2", "https://example.com/airflow"),
+    ],
+)
+def test_api_base_url(given: str, base: str) -> None:
+    assert api_base_url(given) == base
+
+
+def test_only_full_published_results_count() -> None:
+    result = {"Type": "s3", "Params": {"Bucket": "bkt", "Key": "k.tar.gz"}}
+    assert as_published_result(result) == PublishedResult("bkt", "k.tar.gz")
+    assert as_published_result(json.dumps(result)) == PublishedResult("bkt", "k.tar.gz")
+    assert as_published_result(json.dumps(json.dumps(result))) == PublishedResult("bkt", "k.tar.gz")
+    for other in (42, "a path", {"Bucket": "bkt", "Key": "k"}, {"Type": "s3", "Params": {"Bucket": "bkt"}}, None):
+        assert as_published_result(other) is None
