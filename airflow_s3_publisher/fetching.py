@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError, S3RequestError
 from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz
@@ -22,14 +22,17 @@ from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.options import MiB, TransferOptions
 from airflow_s3_publisher.paths import safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
-from airflow_s3_publisher.result import PublishedResult, sha256_digest
+from airflow_s3_publisher.result import PublishedResult, as_source, sha256_digest
 from airflow_s3_publisher.s3 import GetRequest, GetResult, S3Client, connect
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
 
 def fetch(
-    result: PublishedResult | Mapping[str, Any],
+    result: PublishedResult | Mapping[str, Any] | str | ObjectStoragePath,
     destination: str | os.PathLike[str],
     *,
     aws_conn_id: str | None = "aws_default",
@@ -45,7 +48,8 @@ def fetch(
     """Download what ``result`` describes into ``destination`` and return ``destination``.
 
     :param result: a PublishedResult or its dict (also any S3 input source spec: Bucket, Key, Region,
-        Endpoint, VersionID, ChecksumSHA256, Filter).
+        Endpoint, VersionID, ChecksumSHA256, Filter), its JSON text, an ``s3://bucket/key`` URI or an
+        ``ObjectStoragePath`` on S3 (see :func:`~airflow_s3_publisher.result.as_source`).
     :param destination: local directory; created if missing. Files land below it.
     :param extract: unpack a ``.tar.gz`` object into ``destination`` (safely: nothing may land outside).
     :param filter: regex searched in each key's path below a prefix; only matching objects are fetched.
@@ -67,7 +71,7 @@ def fetch(
         Otherwise one object is downloaded (pinned to VersionID when given) and its SHA-256 is checked
         against ChecksumSHA256. On any failure ``destination`` is left exactly as it was.
     """
-    spec = result if isinstance(result, PublishedResult) else PublishedResult.from_dict(result)
+    spec = as_source(result)
     pattern = filter if filter is not None else spec.filter
     try:
         regex = re.compile(pattern) if pattern else None

@@ -13,13 +13,14 @@ from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES
 from airflow_s3_publisher.fetching import fetch
 from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.publishing import publish
-from airflow_s3_publisher.result import PublishedResult
+from airflow_s3_publisher.result import PublishedResult, as_source
 from airflow_s3_publisher.settings import PublishSettings
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
+    from airflow_s3_publisher.filters import FileFilter
     from airflow_s3_publisher.options import TransferOptions
 
 #: The template fields that every publishing task has.
@@ -120,6 +121,9 @@ class S3PublishOperator(PublishingTask, BaseOperator):
         compression_level: int | None = None,
         manifest: bool = False,
         allow_empty: bool = False,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
+        file_filter: FileFilter | None = None,
         metadata: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         content_type: str | None = None,
@@ -146,7 +150,9 @@ class S3PublishOperator(PublishingTask, BaseOperator):
 class S3FetchOperator(BaseOperator):
     """Download a published result (or any S3 input source spec), verify it and unpack it.
 
-    :param source: a PublishedResult dict, typically ``publish_task.output`` (templated). Leave it out
+    :param source: a PublishedResult dict, typically ``publish_task.output``, or its JSON text (what
+        ``airflow-s3-publisher publish`` prints, so a BashOperator's ``output``), an ``s3://bucket/key``
+        URI or an ``ObjectStoragePath`` (templated). Leave it out
         in a DAG scheduled on a publisher's Asset or AssetAlias: the result carried by the newest
         triggering asset event is fetched.
     :param destination: local directory to fetch into (templated).
@@ -189,7 +195,7 @@ class S3FetchOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         """Fetch and return the destination path."""
         source = self.source if self.source is not None else result_from_asset_events(context)
-        spec = source if isinstance(source, PublishedResult) else PublishedResult.from_dict(source)
+        spec = as_source(source)
         path = fetch(
             spec,
             self.destination,

@@ -80,10 +80,13 @@ def plan_publish(source: str | os.PathLike[str], settings: PublishSettings, targ
     :raises InvalidSpecError: an object key S3 would refuse.
     """
     shown = os.fspath(source)
-    entries = collect_source(source)
+    rules = settings.rules
+    entries = collect_source(source, rules)
     if not settings.allow_empty and not any(not entry.is_dir for entry in entries):
+        filtered = f" that passes the filters {rules.describe()}" if rules.active else ""
         raise SourceError(
-            f"source {shown!r} has no file to publish; pass allow_empty=True to publish an empty result anyway"
+            f"source {shown!r} has no file to publish{filtered}; pass allow_empty=True to publish an empty "
+            "result anyway"
         )
     if target.spec.compress:
         return PublishPlan(shown, target, entries, {}, None)

@@ -10,12 +10,13 @@ Pure logic: nothing here knows Airflow or boto3.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from airflow_s3_publisher.compression import check_compression_level
 from airflow_s3_publisher.exceptions import InvalidSpecError
+from airflow_s3_publisher.filters import FileFilter
 from airflow_s3_publisher.options import ObjectOptions, TransferOptions
 from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec, check_static_settings
 
@@ -51,6 +52,13 @@ class PublishSettings:
         manifest's VersionID and ChecksumSHA256.
     :param allow_empty: publish an empty source (an empty archive, or no object at all for a plain
         publish) instead of refusing it.
+    :param include: globs of the files to publish, relative to the source (``*.csv``, ``reports/**``);
+        when given, no other file is published. A pattern without ``/`` matches names at any depth.
+    :param exclude: globs of the files never to publish (``*.tmp``, ``cache/``); an exclude wins over
+        an include. Excluded files are never opened; the archive or prefix (and manifest) hold exactly
+        the published files; a filter that leaves nothing is an empty source (see ``allow_empty``).
+    :param file_filter: the ordered form instead of ``include``/``exclude``: a
+        :class:`~airflow_s3_publisher.filters.FileFilter` whose last matching rule decides.
     :param object_options: metadata, tags, content type, storage class, encryption and bucket owner of
         every object (:class:`~airflow_s3_publisher.options.ObjectOptions`).
     :param transfer: part size, concurrency, retries, timeouts, checksums and the request engine
@@ -79,8 +87,12 @@ class PublishSettings:
     compression_level: int | None = None
     manifest: bool = False
     allow_empty: bool = False
+    include: Sequence[str] | str | None = None
+    exclude: Sequence[str] | str | None = None
+    file_filter: FileFilter | None = None
     object_options: ObjectOptions = field(default_factory=ObjectOptions)
     transfer: TransferOptions | None = None
+    _rules: FileFilter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_static_settings(
@@ -95,6 +107,11 @@ class PublishSettings:
         for name in ("manifest", "allow_empty"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidSpecError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.file_filter is not None and (self.include is not None or self.exclude is not None):
+            raise InvalidSpecError("pass include/exclude or file_filter, not both")
+        rules = self.file_filter if self.file_filter is not None else FileFilter.from_lists(self.include, self.exclude)
+        _check_type("file_filter", rules, FileFilter)
+        object.__setattr__(self, "_rules", rules)  # compiled once; bad patterns fail here
         _check_type("object_options", self.object_options, ObjectOptions)
         if self.transfer is not None:
             _check_type("transfer", self.transfer, TransferOptions)
@@ -126,7 +143,12 @@ class PublishSettings:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The names of the settings, in order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    @property
+    def rules(self) -> FileFilter:
+        """The include/exclude rules, compiled (no rule: every file is published)."""
+        return self._rules
 
     @classmethod
     def accepts(cls, name: str) -> bool:

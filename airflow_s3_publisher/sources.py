@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airflow_s3_publisher.exceptions import SourceError, UnsafeArchiveError
+from airflow_s3_publisher.filters import FileFilter
 from airflow_s3_publisher.paths import inside, relpath_parts
 
 __all__ = [
@@ -44,8 +45,14 @@ class SourceEntry:
     is_dir: bool
 
 
-def collect_source(source: str | os.PathLike[str]) -> list[SourceEntry]:
+def collect_source(source: str | os.PathLike[str], file_filter: FileFilter | None = None) -> list[SourceEntry]:
     """List the files and directories to publish from ``source``, sorted by relpath.
+
+    ``file_filter`` (include/exclude rules, see :mod:`airflow_s3_publisher.filters`) selects the files.
+    An excluded path is decided on its name alone: it is never opened nor stat'ed through a link, so an
+    excluded FIFO, broken link or unreadable file does not matter, and an excluded directory whose
+    content no later include can reach is not walked. Directories are listed when they lead to a
+    listed file, or when they are empty in the source and the rules publish them.
 
     ``source`` is a regular file (listed alone, under its name) or a directory (its content is listed,
     not the directory itself; sub-directories are listed as ``is_dir`` entries so empty ones can be kept
@@ -61,6 +68,7 @@ def collect_source(source: str | os.PathLike[str]) -> list[SourceEntry]:
             symlink loop, a broken symlink or a symlink out of the source; or a name is not UTF-8 or
             is one that fetching would refuse (a leading backslash, ``..`` between backslashes).
     """
+    rules = file_filter if file_filter is not None else FileFilter()
     given = os.fspath(source)
     try:
         os.lstat(given)
@@ -75,14 +83,33 @@ def collect_source(source: str | os.PathLike[str]) -> list[SourceEntry]:
     root = os.path.realpath(given)
     if stat.S_ISREG(st.st_mode):
         name = Path(given).name
+        if not rules.includes_file(name):
+            return []
         _check_name(name, given)
         _check_readable(root, given)
         return [_entry(root, name, st, is_dir=False)]
     if not stat.S_ISDIR(st.st_mode):
         raise _special_file_error(given, st.st_mode)
-    entries = _walk(root, given, st)
+    empty_dirs: set[str] = set()
+    entries = _walk(root, given, st, rules, empty_dirs)
+    if rules.active:
+        entries = _keep_needed_dirs(entries, rules, empty_dirs)
     entries.sort(key=lambda entry: entry.relpath)
     return entries
+
+
+def _keep_needed_dirs(entries: list[SourceEntry], rules: FileFilter, empty_dirs: set[str]) -> list[SourceEntry]:
+    """The files, the directories above them, and the empty source directories the rules publish."""
+    needed: set[str] = set()
+    leaves = [e.relpath for e in entries if not e.is_dir]
+    leaves += [e.relpath for e in entries if e.is_dir and e.relpath in empty_dirs and rules.includes_dir(e.relpath)]
+    for rel in leaves:
+        parent = rel
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            needed.add(parent)
+    needed.update(leaves)
+    return [e for e in entries if not e.is_dir or e.relpath in needed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +128,9 @@ class _Ancestors:
         return False
 
 
-def _walk(root: str, given: str, root_stat: os.stat_result) -> list[SourceEntry]:
+def _walk(
+    root: str, given: str, root_stat: os.stat_result, rules: FileFilter, empty_dirs: set[str]
+) -> list[SourceEntry]:
     entries: list[SourceEntry] = []
     stack: list[tuple[str, str, _Ancestors]] = [(root, "", _Ancestors((root_stat.st_dev, root_stat.st_ino), None))]
     while stack:
@@ -112,19 +141,27 @@ def _walk(root: str, given: str, root_stat: os.stat_result) -> list[SourceEntry]
                 children = sorted(listing, key=lambda child: child.name)  # same error first, every run
         except OSError as err:
             raise _metadata_error(shown_dir, err, link=False, directory=True) from err
+        if not children:
+            empty_dirs.add(rel_dir)
         for child in children:
             rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
             shown = os.path.join(given, rel)
+            # Excluded by name but maybe a directory with something publishable below (else skipped here).
+            excluded = rules.active and not rules.includes_file(rel)
+            if excluded and _excluded_unseen(child, rel, rules):
+                continue
             _check_name(rel, shown)
             try:
                 is_link = child.is_symlink()
                 st = os.stat(child.path) if is_link else child.stat(follow_symlinks=False)
             except OSError as err:
+                if excluded:
+                    continue  # e.g. a broken link: no directory, so nothing below it to publish
                 raise _metadata_error(shown, err, link=True) from err
             path = child.path
             if is_link:
                 path = os.path.realpath(child.path)
-                if not inside(path, root):
+                if not inside(path, root) and not (excluded and not stat.S_ISDIR(st.st_mode)):
                     raise SourceError(
                         f"{shown} is a symlink to {path}, outside the source directory {root}; links out of "
                         "the source are never followed (that could publish files nobody meant to). Copy "
@@ -139,12 +176,28 @@ def _walk(root: str, given: str, root_stat: os.stat_result) -> list[SourceEntry]
                     )
                 entries.append(_entry(path, rel, st, is_dir=True))
                 stack.append((path, rel, _Ancestors(key, ancestors)))
+            elif excluded:
+                continue  # a link to something other than a directory, excluded by its name
             elif stat.S_ISREG(st.st_mode):
                 _check_readable(path, shown)
                 entries.append(_entry(path, rel, st, is_dir=False))
             else:
                 raise _special_file_error(shown, st.st_mode)
     return entries
+
+
+def _excluded_unseen(child: os.DirEntry[str], rel: str, rules: FileFilter) -> bool:
+    """Whether ``child``, excluded by its name, is left out before anything follows a link or reads it.
+
+    It is kept for a closer look only if it may be a directory with something publishable below it
+    (a directory, or a link that may lead to one, that the rules do not prune).
+    """
+    if rules.prunes_dir(rel):
+        return True
+    try:
+        return not (child.is_symlink() or child.is_dir(follow_symlinks=False))
+    except OSError:
+        return False  # let the walk report it
 
 
 def _entry(path: str, relpath: str, st: os.stat_result, *, is_dir: bool) -> SourceEntry:

@@ -74,7 +74,7 @@ def test_the_operator_signature_is_the_settings() -> None:
     """Every setting the operator takes is a PublishSettings or ObjectOptions field, with the same default."""
     parameters = inspect.signature(S3PublishOperator.__init__).parameters
     taken = {name for name in parameters if PublishSettings.accepts(name)}
-    own = {f.name for f in dataclasses.fields(PublishSettings)} - {"object_options"}
+    own = set(PublishSettings.field_names()) - {"object_options"}
     objects = {f.name for f in dataclasses.fields(ObjectOptions)}
     assert taken == own | objects
     defaults = PublishSettings.build(bucket="bucket", key="k")

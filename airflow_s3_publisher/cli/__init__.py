@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from airflow_s3_publisher.cli import get, presign, render
+from airflow_s3_publisher.cli import get, presign, publish, render, runs
 from airflow_s3_publisher.cli.common import (
     EXIT_CODES_HELP,
     EXIT_ERROR,
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
-    for module in (get, presign, render):
+    for module in (get, presign, render, publish, runs):  # runs extends get
         module.register(commands)
     return parser
 

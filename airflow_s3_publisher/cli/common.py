@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager, redirect_stdout, suppress
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
-
-if TYPE_CHECKING:
-    from airflow_s3_publisher.result import PublishedResult
+from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -31,13 +26,11 @@ __all__ = [
     "Parser",
     "UsageError",
     "add_conn_options",
+    "disarm_task_db_guard",
     "format_message",
     "library_output",
     "one_line",
     "print_error",
-    "read_file",
-    "read_result",
-    "read_stream",
     "redact",
     "silence_stdout",
     "stderr_is_terminal",
@@ -63,6 +56,10 @@ exit codes:
   3    integrity failure: checksum mismatch or unsafe archive (nothing was written)
   4    an S3 request failed (access denied, missing bucket, object or version, no credentials,
        endpoint unreachable)
+  5    list/get DAG_ID RUN_ID: the Airflow api-server cannot be reached
+  6    list/get DAG_ID RUN_ID: the api-server refused the credentials (or they may not read the run)
+  7    list/get DAG_ID RUN_ID: no such DAG, or no such run of it
+  8    list/get DAG_ID RUN_ID: the run (or its --task-id/--map-index) published no result
   130  interrupted (Ctrl-C)
 """
 
@@ -125,46 +122,22 @@ def stderr_is_terminal() -> bool:
         return False
 
 
-def read_result(argument: str) -> PublishedResult:
-    """RESULT as a PublishedResult: a JSON file, ``-`` for stdin, or the JSON text itself."""
-    from airflow_s3_publisher.result import PublishedResult
-
-    if argument == "-":
-        text, where = read_stream(sys.stdin, "stdin"), "stdin"
-    elif argument.lstrip().startswith("{"):
-        text, where = argument, "RESULT"
-    else:
-        text, where = read_file(Path(argument), "RESULT"), argument
-    try:
-        data: object = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where} is not valid PublishedResult JSON: {err}") from None
-    if not isinstance(data, Mapping):
-        raise InputError(
-            f"{where} holds a JSON {type(data).__name__}; expected a PublishedResult object such as "
-            '{"Type": "s3", "Params": {"Bucket": ..., "Key": ...}}'
-        )
-    return PublishedResult.from_dict(data)
+#: What Airflow 3's task supervisor puts in the environment of a task and of every process it starts.
+_TASK_DB_GUARD = "airflow-db-not-allowed:///"
+_DB_VARIABLES = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN")
 
 
-def read_file(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{what} file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {str(path)!r} is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} file {str(path)!r} is not UTF-8 text") from None
-    except OSError as err:
-        raise InputError(f"cannot read {what} file {str(path)!r}: {err.strerror or err}") from None
+def disarm_task_db_guard(environ: MutableMapping[str, str]) -> None:
+    """Let Airflow be imported in a task's child process (a BashOperator's command), without any DB.
 
-
-def read_stream(stream: IO[str], where: str) -> str:
-    try:
-        return stream.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read {where}: {err}") from None
+    Airflow 3's supervisor sets the metadata DB URL of task processes to a value that cannot be parsed,
+    so that task code cannot reach the DB; importing Airflow then fails outright. This command never
+    uses the metadata DB: an in-memory SQLite keeps the import working and still reaches no database.
+    (Connections that exist only in the metadata DB are therefore not found from a BashOperator.)
+    """
+    for name in _DB_VARIABLES:
+        if environ.get(name, "").startswith(_TASK_DB_GUARD.rstrip("/")):
+            environ[name] = "sqlite://"
 
 
 @contextmanager
@@ -174,30 +147,48 @@ def library_output(*, verbose: bool, quiet: bool) -> Iterator[None]:
     Importing Airflow configures its logging (structlog and the stdlib root logger) to write to
     ``sys.stdout`` at ``[logging] logging_level``. This command's stdout carries its result (a path, a
     URL) for scripts, so library logs go to stderr: warnings and errors only (errors only when
-    ``quiet``), or Airflow's configured level when ``verbose``.
+    ``quiet``), or Airflow's configured level when ``verbose``. Logger levels and warning filters are
+    put back afterwards, so ``main()`` called in a process (a test, a task) leaves its logging as it was.
     """
+    import logging
+
     level = "ERROR" if quiet else "WARNING"
-    if not verbose:
-        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = level
-        # Warnings between Airflow and its providers (deprecated imports...) are not this command's
-        # to report; -v shows them.
-        warnings.simplefilter("ignore")
-    with redirect_stdout(sys.stderr):
-        import logging
-
-        import airflow  # noqa: F401 - configures logging on import, while stdout points at stderr
-
+    names = (
+        "",
+        "airflow",
+        "botocore",
+        "boto3",
+        "urllib3",
+        "s3transfer",
+        "airflow_s3_publisher",
+        "airflow.models.crypto",
+    )
+    saved = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
         if not verbose:
-            # Importing Airflow 3.1 puts its own filters first ("default" for its DeprecationWarnings,
-            # which SQLAlchemy's SADeprecationWarning from Airflow's models is): ignore them again.
+            os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = level
+            # Warnings between Airflow and its providers (deprecated imports...) are not this command's
+            # to report; -v shows them.
             warnings.simplefilter("ignore")
-            for name in ("", "airflow", "botocore", "boto3", "urllib3", "s3transfer", "airflow_s3_publisher"):
-                logging.getLogger(name).setLevel(level)
-            # Airflow 3.1 builds a Connection through its ORM model, whose password needs the Fernet key:
-            # "empty cryptography key - values will not be stored encrypted" is about the metadata DB,
-            # which this command never writes to.
-            logging.getLogger("airflow.models.crypto").setLevel("ERROR")
-        yield
+        disarm_task_db_guard(os.environ)
+        try:
+            with redirect_stdout(sys.stderr):
+                import airflow  # noqa: F401 - configures logging on import, while stdout points at stderr
+
+                if not verbose:
+                    # Importing Airflow 3.1 puts its own filters first ("default" for its DeprecationWarnings,
+                    # which SQLAlchemy's SADeprecationWarning from Airflow's models is): ignore them again.
+                    warnings.simplefilter("ignore")
+                    for name in names:
+                        logging.getLogger(name).setLevel(level)
+                    # Airflow 3.1 builds a Connection through its ORM model, whose password needs the Fernet
+                    # key: "empty cryptography key - values will not be stored encrypted" is about the
+                    # metadata DB, which this command never writes to.
+                    logging.getLogger("airflow.models.crypto").setLevel("ERROR")
+                yield
+        finally:
+            for name, saved_level in saved.items():
+                logging.getLogger(name).setLevel(saved_level)
 
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")

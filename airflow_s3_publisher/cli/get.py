@@ -15,9 +15,9 @@ from airflow_s3_publisher.cli.common import (
     add_conn_options,
     format_message,
     library_output,
-    read_result,
     stderr_is_terminal,
 )
+from airflow_s3_publisher.cli.inputs import read_result
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -128,8 +128,9 @@ class FetchReporter:
     result without a checksum) always reach stderr unless ``--quiet``.
     """
 
-    def __init__(self, what: str, *, show_progress: bool, show_warnings: bool) -> None:
+    def __init__(self, what: str, *, show_progress: bool, show_warnings: bool, verb: str = "Fetching") -> None:
         self._what = what
+        self._verb = verb
         self._show_progress = show_progress
         self._show_warnings = show_warnings
         self._progress: Progress | None = None
@@ -161,7 +162,7 @@ class FetchReporter:
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task(f"Fetching {self._what}", total=None)
+        self._task = self._progress.add_task(f"{self._verb} {self._what}", total=None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,7 +174,7 @@ class FetchReporter:
         """Move the bar to ``done`` (called from ``fetch()``'s download threads; rich locks)."""
         if self._progress is None or self._task is None:
             return
-        description = f"Fetching {self._what}"
+        description = f"{self._verb} {self._what}"
         if done.total_files and done.total_files > 1:
             description += f" ({done.files}/{done.total_files} files)"
         self._progress.update(self._task, description=description, completed=done.bytes, total=done.total_bytes)

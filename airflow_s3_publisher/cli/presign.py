@@ -13,8 +13,8 @@ from airflow_s3_publisher.cli.common import (
     Formatter,
     add_conn_options,
     library_output,
-    read_result,
 )
+from airflow_s3_publisher.cli.inputs import read_result
 from airflow_s3_publisher.exceptions import InvalidSpecError
 
 #: The longest validity S3 accepts for a SigV4 pre-signed URL (7 days).

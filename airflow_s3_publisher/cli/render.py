@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from airflow_s3_publisher.cli.common import (
     EXIT_CODES_HELP,
     EXIT_OK,
     Formatter,
-    InputError,
-    one_line,
-    read_file,
-    read_stream,
 )
+from airflow_s3_publisher.cli.inputs import read_publisher
 from airflow_s3_publisher.exceptions import InvalidSpecError
 
 _RENDER_DESCRIPTION = """\
@@ -90,7 +82,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from airflow_s3_publisher.plan import resolve_target
     from airflow_s3_publisher.settings import PublishSettings
 
-    settings = PublishSettings.build(publisher=_read_publisher(args.spec), compress=args.compress)
+    settings = PublishSettings.build(publisher=read_publisher(args.spec), compress=args.compress)
     spec = settings.spec()
     run = RunInfo(
         dag_id=args.dag_id,
@@ -133,50 +125,3 @@ _PLACEHOLDER_FLAGS: dict[str, tuple[str, ...]] = {
     "mapIndex": ("--map-index",),
     "tryNumber": ("--try-number",),
 }
-
-
-def _read_publisher(argument: str) -> str | Mapping[str, Any]:
-    """SPEC as ``build_publisher_spec`` takes it: the URI text, or the dict a JSON/YAML document holds."""
-    text = argument.strip()
-    if argument == "-":
-        document = _load_document(read_stream(sys.stdin, "stdin"), "stdin", suffix="")
-    elif "://" in text or re.match(r"(?i)s3\s*(,|$)", text) or re.match(r"(?i)(target|dst|destination)=", text):
-        return argument
-    else:
-        path = Path(argument)
-        document = _load_document(read_file(path, "SPEC"), str(path), suffix=path.suffix.lower())
-    if isinstance(document, str):
-        return document
-    if isinstance(document, Mapping):
-        # A Bacalhau job fragment such as {"Publisher": {"Type": "s3", "Params": {...}}} is unwrapped.
-        if len(document) == 1:
-            (name, inner), *_ = document.items()
-            if str(name).strip().lower() == "publisher" and isinstance(inner, (Mapping, str)):
-                return inner
-        return document
-    where = "stdin" if argument == "-" else repr(argument)
-    raise InputError(
-        f"SPEC {where} holds a {type(document).__name__}; expected a publisher dict such as "
-        "{'Type': 's3', 'Params': {'Bucket': ..., 'Key': ...}} or an s3:// URI"
-    )
-
-
-def _load_document(text: str, where: str, *, suffix: str) -> object:
-    """Parse JSON (``.json``) or YAML (anything else; JSON is YAML too, and used if PyYAML is missing)."""
-    if suffix != ".json":
-        try:
-            import importlib
-
-            yaml: Any = importlib.import_module("yaml")
-        except ImportError:
-            yaml = None
-        if yaml is not None:
-            try:
-                return yaml.safe_load(text)
-            except yaml.YAMLError as err:
-                raise InputError(f"{where} is not valid YAML: {one_line(str(err))}") from None
-    try:
-        loaded: object = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where} is not valid JSON: {err}") from None
-    return loaded

@@ -99,6 +99,14 @@ class S3Client:
         size = response.get("ContentLength")
         return ObjectBody(response["Body"], size if isinstance(size, int) else None)
 
+    def object_size(self, bucket: str, key: str, version_id: str = "", args: Mapping[str, Any] | None = None) -> int:
+        """The stored size of one object (a HEAD request; pinned to ``version_id`` when given)."""
+        request: dict[str, Any] = dict(args or {})
+        if version_id:
+            request["VersionId"] = version_id
+        with translate_errors("HeadObject", bucket, key):
+            return int(self.raw.head_object(Bucket=bucket, Key=key, **request)["ContentLength"])
+
     def list_objects(
         self, bucket: str, prefix: str, args: Mapping[str, Any] | None = None
     ) -> Iterator[tuple[str, int]]:
