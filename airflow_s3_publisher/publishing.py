@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, SourceError
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
@@ -46,6 +46,9 @@ from airflow_s3_publisher.s3 import (
 )
 from airflow_s3_publisher.spec import PublisherSpec, build_publisher_spec
 
+if TYPE_CHECKING:
+    from airflow_s3_publisher.cancel import Cancellation
+
 log = logging.getLogger(__name__)
 
 #: User metadata entry with an object's hex SHA-256 (``x-amz-meta-sha256``).
@@ -74,6 +77,7 @@ def publish(
     now: datetime | None = None,
     logger: LogLike | None = None,
     on_progress: ProgressCallback | None = None,
+    cancellation: Cancellation | None = None,
 ) -> PublishedResult:
     """Publish ``source`` (a file or a directory) to S3 and describe exactly what was stored.
 
@@ -96,6 +100,8 @@ def publish(
     :param logger: where progress lines (every 10 s) and the summary go; this module's logger by default.
     :param on_progress: called with a :class:`~airflow_s3_publisher.progress.Snapshot` (source bytes and
         files done of their totals) about ten times a second, from the upload threads, and once at the end.
+    :param cancellation: lets another thread (an operator's ``on_kill``) stop this publish: its
+        ``cancel()`` aborts the multipart uploads in flight, and the publish then raises PublishError.
     :returns: the PublishedResult. For an archive it carries the VersionID S3 returned and the base64
         SHA-256 of the whole stored object; for a plain publish both are empty, as in Bacalhau (or
         the manifest's, with ``manifest=True``).
@@ -119,7 +125,11 @@ def publish(
         )
     # A retry (Airflow's try 2+) first aborts multipart uploads its failed predecessor could not.
     is_retry = run.try_number is not None and run.try_number > 1
-    job = _Job(spec.bucket, object_key, options, objects, _run_metadata(run), logger, is_retry, datetime.now(UTC))
+    if cancellation is not None:
+        cancellation.check()
+    job = _Job(
+        spec.bucket, object_key, options, objects, _run_metadata(run), logger, is_retry, datetime.now(UTC), cancellation
+    )
     plain = {} if spec.compress else _plain_keys(object_key, files, single=Path(source).is_file(), manifest=manifest)
     conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
     total = sum(entry.size for entry in files)
@@ -210,11 +220,20 @@ class _Job:
     logger: LogLike
     is_retry: bool
     started: datetime
+    cancellation: Cancellation | None = None
 
     def writer(self, conn: Connection, key: str, extra: dict[str, Any], **kwargs: Any) -> MultipartWriter:
         if self.is_retry:
             abort_stale_uploads(conn, self.bucket, key, self.objects.request_args(), self.started)
-        return MultipartWriter(conn, self.bucket, key, self.options, extra=extra, **kwargs)
+        writer = MultipartWriter(conn, self.bucket, key, self.options, extra=extra, **kwargs)
+        if self.cancellation is not None:
+            self.cancellation.track(writer)
+        return writer
+
+    def check_cancelled(self, cause: BaseException | None = None) -> None:
+        """Raise the cancellation's PublishError (from ``cause``, the failure it provoked) if cancelled."""
+        if self.cancellation is not None:
+            self.cancellation.check(cause)
 
     def put_args(self, name: str, *, archive: bool, sha256: bytes | None = None) -> dict[str, Any]:
         metadata = dict(self.run_metadata)
@@ -242,6 +261,7 @@ class _Job:
             return writer.close()
         except BaseException as err:
             writer.abort()
+            self.check_cancelled(err)
             if isinstance(err, S3PublisherError | OSError) and not isinstance(err, SourceError | PublishError):
                 raise PublishError(f"nothing was published to s3://{self.bucket}/{self.key}: {err}") from err
             raise
@@ -282,6 +302,7 @@ class _Job:
 
         def upload_small(item: tuple[str, SourceEntry]) -> UploadResult:
             object_key, entry = item
+            self.check_cancelled()
             with budget.hold(entry.size):
                 data = _read_whole(entry)
                 digest = hashlib.sha256(data).digest()
@@ -322,6 +343,7 @@ class _Job:
             for r in results
             if r.key in targets
         ]
+        self.check_cancelled()  # a cut publish is never reported complete
         body = build_manifest(self.key, entries)
         digest = hashlib.sha256(body).digest()
         extra = self.put_args(MANIFEST_NAME, archive=False, sha256=digest)
@@ -347,8 +369,9 @@ class _Job:
             if not hmac.compare_digest(writer.sha256, digest):
                 raise changed_error(entry, "its SHA-256 differs between two reads")
             result = writer.close()
-        except BaseException:
+        except BaseException as err:
             writer.abort()
+            self.check_cancelled(err)
             raise
         progress.add(0, 1)
         return result
