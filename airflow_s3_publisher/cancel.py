@@ -87,7 +87,7 @@ class Cancellation:
     def error(self) -> PublishError:
         """The error every upload step raises once cancelled: why, and what was aborted."""
         aborted = self.aborted
-        done = f"aborted {', '.join(aborted)}" if aborted else "no multipart upload was in flight"
+        done = f"aborted {', '.join(aborted)}" if aborted else "no multipart upload in flight to abort"
         return PublishError(f"publishing was cancelled ({self._reason}): {done}; nothing more is uploaded")
 
     def cancel(self, reason: str = "cancelled by the caller", *, wait: float = CANCEL_WAIT_SECONDS) -> None:
@@ -103,7 +103,7 @@ class Cancellation:
             self._cancelled = True
         helper = self._helper
         if helper is None:
-            self._log.warning("Publishing cancelled (%s): no multipart upload was in flight", reason)
+            self._log.warning("Publishing cancelled (%s): no multipart upload in flight to abort", reason)
             return
         self._wake.set()
         if not self._done.wait(wait):
@@ -130,7 +130,7 @@ class Cancellation:
                     ", ".join(aborted),
                 )
             else:
-                self._log.warning("Publishing cancelled (%s): no multipart upload was in flight", self._reason)
+                self._log.warning("Publishing cancelled (%s): no multipart upload in flight to abort", self._reason)
         except Exception as err:  # abort_in_flight logs S3 errors itself; anything else must not vanish
             self._log.warning(
                 "Publishing cancelled (%s), but aborting the multipart uploads failed: %r", self._reason, err

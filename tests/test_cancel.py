@@ -201,7 +201,7 @@ def test_a_cancelled_publish_sends_nothing(
     make_tree(tmp_path / "out", {"a.txt": b"a"})
     cancellation = Cancellation()
     cancellation.cancel("stopped before it began")
-    with pytest.raises(PublishError, match=r"cancelled \(stopped before it began\): no multipart upload was in flight"):
+    with pytest.raises(PublishError, match=r"cancelled \(stopped before it began\): no multipart upload in flight to abort"):
         publish(
             tmp_path / "out",
             bucket=bucket,
