@@ -201,7 +201,8 @@ def test_a_cancelled_publish_sends_nothing(
     make_tree(tmp_path / "out", {"a.txt": b"a"})
     cancellation = Cancellation()
     cancellation.cancel("stopped before it began")
-    with pytest.raises(PublishError, match=r"cancelled \(stopped before it began\): no multipart upload in flight to abort"):
+    expected = r"cancelled \(stopped before it began\): no multipart upload in flight to abort"
+    with pytest.raises(PublishError, match=expected):
         publish(
             tmp_path / "out",
             bucket=bucket,
