@@ -90,7 +90,7 @@ class CeleryDeployment(AirflowDeployment):
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             # A worker killed outright stops heartbeating: its task is failed (and retried) after this.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         }
         super().__init__(root, dags_folder, {**celery, **extra_env})
@@ -245,7 +245,7 @@ class CeleryDeployment(AirflowDeployment):
     def processes(self) -> dict[str, list[int]]:
         """The pids of each component's session (workers included), for measuring the deployment."""
         found: dict[str, list[int]] = {}
-        for name, proc in self._processes.items():
+        for name, proc in list(self._processes.items()):  # a test may start or kill a worker meanwhile
             found[name] = _session_members(proc.pid)
         return found
 
