@@ -154,16 +154,19 @@ class MemorySampler:
 
 @dataclass
 class ProxyScript:
-    """What the proxy does per bucket: records each request, fails PutObjects of ``cut`` buckets."""
+    """What the proxy does per bucket: records each request; for a bucket in ``cut_after``, lets that
+    many PutObjects through and answers every later one with a 500."""
 
     seen: list[tuple[str, str]] = field(default_factory=list)
-    cut: set[str] = field(default_factory=set)
+    cut_after: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, request: Request) -> str | None:  # called under the proxy's lock
         bucket = request.target.lstrip("/").split("/", 1)[0].split("?", 1)[0]
-        self.seen.append((bucket, request.operation))
-        if bucket in self.cut and request.operation == "PutObject":
+        limit = self.cut_after.get(bucket) if request.operation == "PutObject" else None
+        if limit is not None and self.count(bucket, "PutObject") >= limit:
+            self.seen.append((bucket, "PutObject refused"))
             return INTERNAL_ERROR
+        self.seen.append((bucket, request.operation))
         return None
 
     def count(self, bucket: str, operation: str) -> int:
@@ -191,7 +194,7 @@ class Cluster:
         self.proxy.configure(upload_bytes_per_second=bytes_per_second, rule=self.script)
 
     def calm(self) -> None:
-        self.script.cut.clear()
+        self.script.cut_after.clear()
         self.proxy.configure(upload_bytes_per_second=None, rule=self.script)
 
     def run(self, dag_id: str, conf: dict[str, Any]) -> str:
@@ -385,17 +388,16 @@ def test_marking_running_tasks_failed_aborts_their_uploads(cluster: Cluster, buc
 def test_plain_publish_retried_on_the_other_worker_converges(cluster: Cluster, bucket: str, s3_admin: S3Client) -> None:
     dag_id = "celery_plain_retry"
     deployment = cluster.deployment
-    count = 24
-    cluster.slow(200_000)  # a third of a second per file
+    count, stored_by_try_1 = 24, 4
+    cluster.slow(200_000)
+    cluster.script.cut_after[bucket] = stored_by_try_1  # then the store fails try 1's uploads
     run_id = cluster.run(dag_id, {"bucket": bucket, "files": count})
     try:
+        # Try 1 was taken by worker A; its retry (5 s later) must wait in the queue until B takes it.
         deployment.wait_for(
-            "try 1 uploading on worker A",
-            lambda: cluster.running_on(dag_id, run_id, "plain", A) and cluster.script.count(bucket, "PutObject") >= 3,
-            RUN_TIMEOUT,
+            "try 1 on worker A", lambda: deployment.task_instance(dag_id, run_id, "plain")["hostname"] == A, RUN_TIMEOUT
         )
-        deployment.move_queue("handover", A, None)  # the retry waits in the queue until B takes it
-        cluster.script.cut.add(bucket)  # the store fails the rest of try 1's uploads
+        deployment.move_queue("handover", A, None)
 
         def retry_queued() -> bool:
             ti = deployment.task_instance(dag_id, run_id, "plain")
@@ -404,9 +406,11 @@ def test_plain_publish_retried_on_the_other_worker_converges(cluster: Cluster, b
         deployment.wait_for("the retry queued", retry_queued, RUN_TIMEOUT)
         cut = objects_below(s3_admin, bucket)
         prefix = next(iter(cut)).rsplit("files/", 1)[0]
-        assert 0 < len(cut) < count
+        assert len(cut) == stored_by_try_1
         assert f"{prefix}{MANIFEST}" not in cut  # a cut plain publish is never reported complete
-        assert "stopped after" in deployment.task_log(dag_id, run_id, "plain", 1)
+        log = deployment.task_log(dag_id, run_id, "plain", 1)
+        assert "stopped after" in log
+        assert f"from {cluster.a.tmp}/s3publish-plain-" in log  # produced in worker A's TMPDIR
 
         cluster.calm()
         deployment.move_queue("handover", None, B)
@@ -426,6 +430,7 @@ def test_plain_publish_retried_on_the_other_worker_converges(cluster: Cluster, b
     result = deployment.xcom(dag_id, run_id, "plain")
     assert result["Params"]["Key"] == prefix
     assert incomplete_uploads(s3_admin, bucket) == []
+    assert f"from {cluster.b.tmp}/s3publish-plain-" in deployment.task_log(dag_id, run_id, "plain", 2)
 
 
 def test_publish_on_worker_a_fetch_on_worker_b(

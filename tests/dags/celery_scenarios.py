@@ -193,7 +193,7 @@ with DAG("celery_plain_retry", schedule=None, catchup=False, params=PARAMS, user
     @task.s3_publish(
         queue="handover",
         retries=1,
-        retry_delay=timedelta(seconds=1),
+        retry_delay=timedelta(seconds=5),  # time for the test to take the queue away from worker A
         bucket="{{ params.bucket }}",
         key="plain-retry/{jobID}/",
         manifest=True,
