@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds :meth:`Cancellation.cancel` waits for the aborts; Airflow sends SIGKILL 5 s after SIGTERM.
 CANCEL_WAIT_SECONDS = 3.0
+#: How often an idle helper thread checks whether its Cancellation is gone.
+_HELPER_POLL_SECONDS = 5.0
 
 
 class Cancellation:
@@ -72,7 +74,11 @@ class Cancellation:
             self._writers = [ref for ref in self._writers if ref() is not None]  # drop the finished ones
             self._writers.append(weakref.ref(writer))
             if self._helper is None:  # started here, in the publishing thread, never in a signal handler
-                self._helper = threading.Thread(target=self._abort_when_woken, name="s3-publish-cancel", daemon=True)
+                helper = threading.Thread(
+                    target=_abort_when_woken, args=(weakref.ref(self), self._wake), name="s3-publish-cancel"
+                )
+                helper.daemon = True
+                self._helper = helper
                 self._helper.start()
 
     def check(self, cause: BaseException | None = None) -> None:
@@ -111,8 +117,7 @@ class Cancellation:
                 "Publishing cancelled (%s): the multipart uploads are still being aborted after %.0f s", reason, wait
             )
 
-    def _abort_when_woken(self) -> None:
-        self._wake.wait()
+    def _abort_all(self) -> None:
         try:
             with self._lock:
                 writers = [writer for ref in self._writers if (writer := ref()) is not None]
@@ -124,8 +129,7 @@ class Cancellation:
             aborted = self.aborted
             if aborted:
                 self._log.warning(
-                    "Publishing cancelled (%s): aborted the multipart uploads in flight, %s; their queued "
-                    "parts are dropped and no further part is sent",
+                    "Publishing cancelled (%s): aborted %s; queued parts dropped, no further part is sent",
                     self._reason,
                     ", ".join(aborted),
                 )
@@ -137,3 +141,13 @@ class Cancellation:
             )
         finally:
             self._done.set()
+
+
+def _abort_when_woken(cancellation: weakref.ref[Cancellation], wake: threading.Event) -> None:
+    """The helper thread: aborts when woken; ends with its Cancellation (it holds only a weak reference)."""
+    while not wake.wait(_HELPER_POLL_SECONDS):
+        if cancellation() is None:
+            return
+    alive = cancellation()
+    if alive is not None:
+        alive._abort_all()

@@ -362,6 +362,7 @@ class MultipartWriter:
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
+    _cancelled: bool = field(default=False, init=False)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Buffer ``data``; full parts are handed to upload threads."""
@@ -527,9 +528,11 @@ class MultipartWriter:
 
         Drops the queued parts and aborts the multipart upload at once, without waiting for the parts
         being sent (S3 refuses them afterwards); the producer's next step raises through ``check``, and
-        its own :meth:`abort` then stops the upload threads. Returns the aborted upload's id, or ``""``
-        when no multipart upload was started (or it was already completed or aborted).
+        its own :meth:`abort` then shuts the upload threads down without waiting for those parts (each
+        thread ends with its request). Returns the aborted upload's id, or ``""`` when no multipart upload
+        was started (or it was already completed or aborted).
         """
+        self._cancelled = True
         for future in list(self._parts):
             future.cancel()
         upload_id, self._upload_id = self._upload_id, ""
@@ -557,7 +560,8 @@ class MultipartWriter:
 
     def _shutdown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Once cancelled, the parts on the wire are refused anyway: the task must not wait for them.
+            self._pool.shutdown(wait=not self._cancelled, cancel_futures=True)
             self._pool = None
 
 

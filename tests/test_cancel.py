@@ -92,6 +92,11 @@ def incomplete_uploads(s3: S3Client, bucket: str) -> list[dict[str, Any]]:
 
 
 def part_threads() -> list[str]:
+    """Upload threads still alive, once those that were sending a part have ended (S3 refuses the part
+    of an aborted upload at its end; the publish does not wait for them)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(("s3-part", "s3-put")):
+            thread.join(WAIT)
     return [t.name for t in threading.enumerate() if t.name.startswith(("s3-part", "s3-put"))]
 
 
