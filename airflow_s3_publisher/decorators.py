@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
+from airflow_s3_publisher.cancel import Cancellation
 from airflow_s3_publisher.links import PublishedResultLink
 from airflow_s3_publisher.operators import PUBLISH_TEMPLATE_FIELDS, PublishingTask
 from airflow_s3_publisher.settings import PublishSettings
@@ -61,6 +62,7 @@ class _S3PublishDecoratedOperator(PublishingTask, DecoratedOperator, PythonOpera
         self._init_publish_settings(given, asset_alias)
 
     def execute(self, context: Context) -> Any:
+        self.cancellation = Cancellation(self.log)  # on_kill while the function runs: the publish never starts
         output_dir = Path(tempfile.mkdtemp(prefix=f"s3publish-{self.task_id}-"))
         try:
             if self._wants_output_dir:
@@ -79,6 +81,11 @@ class _S3PublishDecoratedOperator(PublishingTask, DecoratedOperator, PythonOpera
             return self._publish(source, context, self.log)
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
+
+    def on_kill(self) -> None:
+        """Airflow stops the task: abort every multipart upload in flight (see S3PublishOperator.on_kill)."""
+        self._cancel_publish(self.task_id, self.log)
+        super().on_kill()
 
 
 def s3_publish_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import AssetAlias, BaseOperator
 
+from airflow_s3_publisher.cancel import Cancellation
 from airflow_s3_publisher.exceptions import InvalidSpecError
 from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES
 from airflow_s3_publisher.fetching import fetch
@@ -44,6 +45,8 @@ class PublishingTask:
     aws_conn_id: str | None
     published: PublishedResult | None = None
     outlets: list[Any]
+    #: The current run's stop switch: made when execute starts, pulled by on_kill.
+    cancellation: Cancellation | None = None
 
     def _init_publish_settings(self, given: dict[str, Any], asset_alias: str | None) -> None:
         self.settings = PublishSettings.build(**given)
@@ -58,7 +61,11 @@ class PublishingTask:
     def _publish(self, source: str, context: Context, logger: Any) -> dict[str, Any]:
         rendered = {name: getattr(self, name) for name in PublishSettings.TEMPLATED}
         result = publish(
-            source, settings=PublishSettings.build(self.settings, **rendered), context=context, logger=logger
+            source,
+            settings=PublishSettings.build(self.settings, **rendered),
+            context=context,
+            logger=logger,
+            cancellation=self.cancellation,
         )
         self.published = result
         if self.asset_alias:
@@ -68,6 +75,13 @@ class PublishingTask:
             # carries the PublishedResult, so a consumer can fetch exactly this version.
             context["outlet_events"][AssetAlias(self.asset_alias)].add(Asset(result.uri), extra=result.to_dict())
         return result.to_dict()
+
+    def _cancel_publish(self, task_id: str, logger: Any) -> None:
+        """What ``on_kill`` does: abort the multipart uploads in flight and make the publish fail."""
+        if self.cancellation is None:
+            logger.info("Task %s stopped before it started publishing: nothing to abort", task_id)
+            return
+        self.cancellation.cancel(f"Airflow stopped the task {task_id}")
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
         """OpenLineage: the published object or prefix as output dataset (``s3://<bucket>``, ``<key>``)."""
@@ -144,7 +158,14 @@ class S3PublishOperator(PublishingTask, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Publish and return the PublishedResult dict."""
+        self.cancellation = Cancellation(self.log)
         return self._publish(self.source, context, self.log)
+
+    def on_kill(self) -> None:
+        """Airflow stops the task (SIGTERM: marked failed or cleared, worker shutdown; execution_timeout):
+        abort every multipart upload in flight; the publish then fails without uploading anything more."""
+        self._cancel_publish(self.task_id, self.log)
+        super().on_kill()
 
 
 class S3FetchOperator(BaseOperator):

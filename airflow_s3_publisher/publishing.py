@@ -9,7 +9,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_s3_publisher.exceptions import InvalidSpecError, PublishError, S3PublisherError, SourceError
+from airflow_s3_publisher.exceptions import (
+    InvalidSpecError,
+    PublishCancelledError,
+    PublishError,
+    S3PublisherError,
+    SourceError,
+)
 from airflow_s3_publisher.hashing import b64
 from airflow_s3_publisher.naming import RunInfo
 from airflow_s3_publisher.plan import PublishPlan, plan_publish, resolve_target
@@ -20,6 +26,7 @@ from airflow_s3_publisher.settings import PublishSettings
 from airflow_s3_publisher.uploads import Uploader, run_metadata
 
 if TYPE_CHECKING:
+    from airflow_s3_publisher.cancel import Cancellation
     from airflow_s3_publisher.spec import PublisherSpec
 
 __all__ = ["publish"]
@@ -37,6 +44,7 @@ def publish(
     now: datetime | None = None,
     logger: LogLike | None = None,
     on_progress: ProgressCallback | None = None,
+    cancellation: Cancellation | None = None,
     **overrides: Any,
 ) -> PublishedResult:
     """Publish ``source`` (a file or a directory) to S3 and describe exactly what was stored.
@@ -56,6 +64,9 @@ def publish(
     :param logger: where progress lines (every 10 s) and the summary go; this module's logger by default.
     :param on_progress: called with a :class:`~airflow_s3_publisher.progress.Snapshot` (source bytes and
         files done of their totals) about ten times a second, from the upload threads, and once at the end.
+    :param cancellation: a :class:`~airflow_s3_publisher.cancel.Cancellation` that stops the publish
+        from another thread or a signal handler (what the operators' ``on_kill`` pulls): the multipart
+        uploads in flight are aborted and the publish raises :class:`PublishError`.
     :param overrides: any setting of :class:`~airflow_s3_publisher.settings.PublishSettings` (``bucket``,
         ``key``, ``compress``, ``manifest``, ``transfer``, ...) or of
         :class:`~airflow_s3_publisher.options.ObjectOptions` (``metadata``, ``tags``, ...).
@@ -78,6 +89,8 @@ def publish(
     else:
         _check_client(client, spec)
         client = client.with_options(chosen.transfer)
+    if cancellation is not None:
+        cancellation.check()
     uploader = Uploader(
         client=client,
         bucket=spec.bucket,
@@ -87,6 +100,7 @@ def publish(
         logger=logger,
         is_retry=run.try_number is not None and run.try_number > 1,
         started=datetime.now(UTC),
+        cancellation=cancellation,
     )
     return _transfer(plan, chosen, uploader, logger, on_progress)
 
@@ -160,18 +174,21 @@ def _transfer(
 def _nothing_published(plan: PublishPlan, stored: list[UploadResult]) -> Iterator[None]:
     """The one place where a failed transfer becomes a :class:`PublishError` that says what is (not) there.
 
-    S3 and disk errors are wrapped (the original kept as the cause); source errors, publish errors
-    and interruptions pass as they are. An archive is never completed on failure; a plain prefix has
-    no manifest, so a fetch refuses it.
+    S3 and disk errors and cancellations are wrapped (the original kept as the cause); source errors,
+    other publish errors and interruptions pass as they are. An archive is never completed on failure;
+    a plain prefix has no manifest, so a fetch refuses it.
     """
     try:
         yield
     except BaseException as err:
-        if not isinstance(err, S3PublisherError | OSError) or isinstance(err, SourceError | PublishError):
+        cancelled = isinstance(err, PublishCancelledError)
+        passes = isinstance(err, SourceError | PublishError) and not cancelled
+        if passes or not isinstance(err, S3PublisherError | OSError):
             raise
+        kind = PublishCancelledError if cancelled else PublishError
         if plan.target.spec.compress:
-            raise PublishError(f"nothing was published to {plan.target.uri}: {err}") from err
-        raise PublishError(
+            raise kind(f"nothing was published to {plan.target.uri}: {err}") from err
+        raise kind(
             f"the plain publish under {plan.target.uri} stopped after {len(stored)} of {len(plan.objects)} "
             f"objects: {err}. The prefix is incomplete (and has no manifest); a retry of the task uploads "
             "every object again"

@@ -30,6 +30,7 @@ from airflow_s3_publisher.sources import (
 )
 
 if TYPE_CHECKING:
+    from airflow_s3_publisher.cancel import Cancellation
     from airflow_s3_publisher.options import ObjectOptions, TransferOptions
     from airflow_s3_publisher.progress import LogLike, Progress
 
@@ -56,6 +57,8 @@ class Uploader:
 
     :param is_retry: an Airflow retry (try 2+) first aborts the multipart uploads its failed
         predecessor could not (started before ``started``).
+    :param cancellation: stops the publish from outside (an operator's ``on_kill``): every multipart
+        upload registers with it, and every step checks it first.
     """
 
     client: S3Client
@@ -66,6 +69,7 @@ class Uploader:
     logger: LogLike
     is_retry: bool
     started: datetime
+    cancellation: Cancellation | None = None
 
     @property
     def options(self) -> TransferOptions:
@@ -79,10 +83,18 @@ class Uploader:
             metadata[DIGEST_METADATA] = sha256.hex()
         return self.objects.put_args(name, archive=archive, metadata=metadata)
 
+    def check_cancelled(self, cause: BaseException | None = None) -> None:
+        """Raise the cancellation's :class:`PublishError` if the publish was cancelled."""
+        if self.cancellation is not None:
+            self.cancellation.check(cause)
+
     def _writer(self, key: str, args: dict[str, Any], **kwargs: Any) -> MultipartWriter:
         if self.is_retry:
             self.client.abort_stale_uploads(self.bucket, key, self.objects.request_args(), self.started)
-        return self.client.multipart(self.bucket, key, args, **kwargs)
+        writer = self.client.multipart(self.bucket, key, args, **kwargs)
+        if self.cancellation is not None:
+            self.cancellation.track(writer)
+        return writer
 
     # ------------------------------------------------------------------ one archive
     def archive(self, entries: Sequence[SourceEntry], level: int | None, progress: Progress) -> UploadResult:
@@ -94,7 +106,7 @@ class Uploader:
         if self.options.spool_archives:
             return self._spooled_archive(entries, level, progress)
         writer = self._writer(self.key, self.put_args(self.key, archive=True), digest_metadata=DIGEST_METADATA)
-        return _complete(
+        return self._complete(
             writer, lambda: write_tar_gz(entries, writer, compression_level=level, on_progress=progress.add)
         )
 
@@ -120,7 +132,7 @@ class Uploader:
                 if writer.size != spooled.size or not hmac.compare_digest(writer.sha256, spooled.sha256):
                     raise PublishError(f"the spooled archive for s3://{self.bucket}/{self.key} changed on disk")
 
-            return _complete(writer, upload_spool)
+            return self._complete(writer, upload_spool)
 
     # ------------------------------------------------------------------ one object per file
     def plain(
@@ -151,6 +163,7 @@ class Uploader:
             yield PutJob(entry.size, lambda key=key, entry=entry: self._small_request(key, entry))  # type: ignore[misc]
 
     def _small_request(self, key: str, entry: SourceEntry) -> PutRequest:
+        self.check_cancelled()
         data = _read_whole(entry)
         digest = hashlib.sha256(data).digest()
         return PutRequest(key, data, digest, self.put_args(entry.relpath, archive=False, sha256=digest))
@@ -167,12 +180,26 @@ class Uploader:
             if not hmac.compare_digest(writer.sha256, digest):
                 raise changed_error(entry, "its SHA-256 differs between two reads")
 
-        result = _complete(writer, send)
+        result = self._complete(writer, send)
         progress.add(0, 1)
         return result
 
+    def _complete(self, writer: MultipartWriter, fill: Callable[[], object]) -> UploadResult:
+        """Run ``fill`` (it writes the object into ``writer``) and complete the object; abort it on any failure.
+
+        A failure a cancellation provoked is reported as the cancellation (with the failure as its cause).
+        """
+        try:
+            fill()
+            return writer.close()
+        except BaseException as err:
+            writer.abort()
+            self.check_cancelled(err)
+            raise
+
     def manifest(self, targets: Mapping[str, SourceEntry], results: Sequence[UploadResult]) -> UploadResult:
         """Write the manifest last: its presence says every file before it was stored."""
+        self.check_cancelled()
         entries = [
             ManifestEntry(r.key[len(self.key) :], r.size, b64(r.sha256), r.version_id)
             for r in results
@@ -188,16 +215,6 @@ class Uploader:
             raise PublishError(
                 f"every file was stored under s3://{self.bucket}/{self.key} but the manifest was not: {err}"
             ) from err
-
-
-def _complete(writer: MultipartWriter, fill: Callable[[], object]) -> UploadResult:
-    """Run ``fill`` (it writes the object into ``writer``) and complete the object; abort it on any failure."""
-    try:
-        fill()
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def _read_whole(entry: SourceEntry) -> bytes:

@@ -6,6 +6,8 @@
 #   ./scripts/setup.sh lowest          .venv-lowest  from requirements/lock-lowest.txt (the declared lower
 #                                      bounds, pinned in requirements/lowest.in)
 #   ./scripts/setup.sh highest lowest  both
+#   ./scripts/setup.sh postgres        PostgreSQL from Debian's packages, unless the machine has it (the
+#                                      metadata DB of tests/test_celery.py; needs root and apt-get)
 #
 # Idempotent: a second run only checks that everything is in place (and puts back what differs from the lock).
 set -euo pipefail
@@ -33,13 +35,29 @@ setup_venv() {
     "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -e .
 }
 
+# PostgreSQL server binaries where tools/postgres.py looks for them (Debian's layout, or initdb on PATH).
+ensure_postgres() {
+    if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "PostgreSQL is not installed and cannot be installed here (needs root and apt-get);" \
+            "tests/test_celery.py will fail: install Debian's postgresql package" >&2
+        return
+    fi
+    echo "Installing PostgreSQL from Debian's packages (for tests/test_celery.py)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 [ "$#" -gt 0 ] || set -- highest
 for env in "$@"; do
     case "$env" in
         highest) setup_venv .venv requirements/lock.txt ;;
         lowest) setup_venv .venv-lowest requirements/lock-lowest.txt ;;
+        postgres) ensure_postgres ;;
         *)
-            echo "unknown environment '$env' (expected: highest, lowest)" >&2
+            echo "unknown environment '$env' (expected: highest, lowest, postgres)" >&2
             exit 2
             ;;
     esac

@@ -36,7 +36,8 @@ class MultipartWriter:
     writing. If everything fits in one part, ``close()`` sends a single PutObject instead, and then
     ``digest_metadata``, when set, names a user-metadata entry that receives the object's hex SHA-256
     (a multipart upload's metadata is sent before any byte, so it cannot). On any error the multipart
-    upload is aborted, so no incomplete upload is left behind.
+    upload is aborted, so no incomplete upload is left behind. ``check``, when set, is called before
+    every request is started and raises to stop the upload (a cancelled publish).
     """
 
     client: S3Client
@@ -46,6 +47,7 @@ class MultipartWriter:
     extra: dict[str, Any] = field(default_factory=dict)
     on_bytes: Callable[[int], None] | None = None
     digest_metadata: str = ""
+    check: Callable[[], None] | None = None
     _buffer: bytearray = field(default_factory=bytearray, init=False)
     _hash: Any = field(default_factory=hashlib.sha256, init=False)
     _size: int = field(default=0, init=False)
@@ -54,6 +56,7 @@ class MultipartWriter:
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
+    _cancelled: bool = field(default=False, init=False)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Buffer ``data``; full parts are handed to upload threads."""
@@ -88,6 +91,8 @@ class MultipartWriter:
         return self._size
 
     def _submit(self, chunk: bytes) -> None:
+        if self.check is not None:
+            self.check()
         if not self._upload_id:
             args: dict[str, Any] = dict(self.extra)
             if self.options.checksums:
@@ -106,6 +111,12 @@ class MultipartWriter:
         assert self._slots is not None
         self._raise_failed_part()
         self._slots.acquire()  # bounds the parts held in memory
+        try:
+            if self.check is not None:  # cancelled while waiting for a slot?
+                self.check()
+        except BaseException:
+            self._slots.release()
+            raise
         number = len(self._parts) + 1
         future = self._pool.submit(self._upload_part, number, chunk)
         future.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
@@ -145,6 +156,8 @@ class MultipartWriter:
             raise PublishError(f"the upload of s3://{self.bucket}/{self.key} was already completed or aborted")
         self._closed = True
         try:
+            if self.check is not None:
+                self.check()
             if not self._upload_id:
                 digest = self.sha256
                 extra = self.extra
@@ -167,6 +180,7 @@ class MultipartWriter:
                     MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
                     **self._request_args(),
                 )
+            self._upload_id = ""  # completed: nothing left to abort
             return UploadResult(
                 key=self.key,
                 size=self._size,
@@ -191,6 +205,26 @@ class MultipartWriter:
         if not self._upload_id:
             return
         upload_id, self._upload_id = self._upload_id, ""
+        self._abort_upload(upload_id)
+
+    def abort_in_flight(self) -> str:
+        """Abort from another thread while the producer may still be writing (a cancelled publish).
+
+        Drops the queued parts and aborts the multipart upload at once, without waiting for the parts
+        being sent (S3 refuses them afterwards); the producer's next step raises through ``check``, and
+        its own :meth:`abort` then shuts the upload threads down without waiting for those parts. Returns
+        the aborted upload's id, or ``""`` when no multipart upload was started (or it was already
+        completed or aborted).
+        """
+        self._cancelled = True
+        for future in list(self._parts):
+            future.cancel()
+        upload_id, self._upload_id = self._upload_id, ""
+        if upload_id:
+            self._abort_upload(upload_id)
+        return upload_id
+
+    def _abort_upload(self, upload_id: str) -> None:
         try:
             with translate_errors("AbortMultipartUpload", self.bucket, self.key):
                 self.client.raw.abort_multipart_upload(
@@ -205,8 +239,11 @@ class MultipartWriter:
                 self.key,
                 err,
             )
+        else:
+            log.info("Aborted the multipart upload %s of s3://%s/%s", upload_id, self.bucket, self.key)
 
     def _shutdown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Once cancelled, the parts on the wire are refused anyway: the task must not wait for them.
+            self._pool.shutdown(wait=not self._cancelled, cancel_futures=True)
             self._pool = None
