@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError, S3RequestError
+from airflow_s3_publisher.extract_native import choose_extractor
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
-from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz, safe_join
+from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
 from airflow_s3_publisher.result import PublishedResult, sha256_digest
 from airflow_s3_publisher.s3 import (
@@ -119,7 +120,7 @@ class _Fetch:
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
                 try:
-                    stats = extract_tar_gz(reader, self.staging, max_bytes=max_bytes)
+                    stats = choose_extractor(self.logger)(reader, self.staging, max_bytes=max_bytes)
                 except S3PublisherError as err:
                     # Bytes that are not the published archive explain the failure better than its symptom.
                     reader.drain()

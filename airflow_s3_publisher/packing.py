@@ -667,6 +667,41 @@ class _GunzipReader:
             pass
 
 
+class _Member(Protocol):
+    """What the extractor reads of a member: :class:`tarfile.TarInfo` has it, and so has the member type
+    of any other tar parser put in front of :class:`_Extractor` (see :mod:`.extract_native`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def linkname(self) -> str: ...
+    @property
+    def type(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def size(self) -> int: ...
+    def isdir(self) -> bool: ...
+    def isreg(self) -> bool: ...
+    def issym(self) -> bool: ...
+    def islnk(self) -> bool: ...
+    def ischr(self) -> bool: ...
+    def isblk(self) -> bool: ...
+    def isfifo(self) -> bool: ...
+
+
+class _Members(Protocol):
+    """A tar stream read front to back: its members in order, and the content of the current one.
+
+    A :class:`tarfile.TarFile` opened in ``"r|"`` mode is one; so is the libarchive front end.
+    """
+
+    def next(self) -> _Member | None: ...
+    def extractfile(self, member: Any, /) -> Readable | None: ...
+
+
 class _StrictTarInfo(tarfile.TarInfo):
     """A TarInfo that calls a corrupt header corrupt; tarfile would quietly end the archive there."""
 
@@ -745,7 +780,7 @@ class _Extractor:
         self.links: dict[str, str] = {}  # symlinks to create at the end: relpath -> target
         self.dir_attrs: dict[str, tuple[int, float]] = {}
 
-    def run(self, tar: tarfile.TarFile) -> None:
+    def run(self, tar: _Members) -> None:
         while (member := tar.next()) is not None:
             self.members += 1
             self.reader.mark(f"member {member.name!r}")
@@ -764,7 +799,7 @@ class _Extractor:
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, rel)
 
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _member(self, tar: _Members, member: _Member) -> None:
         name = member.name
         parts = _member_parts(name)
         if not parts:
@@ -848,7 +883,7 @@ class _Extractor:
                     ) from None
             self.made_dirs.add(rel)
 
-    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
+    def _write_file(self, tar: _Members, member: _Member, rel: str) -> None:
         if member.size > self.max_bytes - self.bytes:
             raise self._too_big(member.name)
         source = tar.extractfile(member)
@@ -878,7 +913,7 @@ class _Extractor:
             "it as a decompression bomb. Raise max_bytes (max_extract_bytes when fetching) if it is expected"
         )
 
-    def _check_symlink(self, member: tarfile.TarInfo, rel: str) -> None:
+    def _check_symlink(self, member: _Member, rel: str) -> None:
         target = member.linkname
         if not target or "\x00" in target:
             raise UnsafeArchiveError(f"archive member {member.name!r} is a symlink with an invalid target")
