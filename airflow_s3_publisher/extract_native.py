@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_s3_publisher import packing
-from airflow_s3_publisher.exceptions import FetchError, S3PublisherError
+from airflow_s3_publisher.exceptions import FetchError, S3PublisherError, UnsafeArchiveError
 from airflow_s3_publisher.packing import (
     CHUNK_SIZE,
     DEFAULT_MAX_EXTRACT_BYTES,
@@ -134,6 +134,12 @@ def _load() -> _Lib | str:
     if version < MIN_VERSION:
         return f"libarchive {version} is older than {MIN_VERSION}"
     return lib
+
+
+def libarchive_problem() -> str | None:
+    """Why libarchive's extractor cannot be used in this process (a sentence), or None when it can."""
+    lib = _load()
+    return None if isinstance(lib, _Lib) else lib
 
 
 def libarchive_version() -> int | None:
@@ -289,6 +295,13 @@ class _LibarchiveTar:
             raise failure
         message = self._lib.error_string(self._archive)
         detail = message.decode("utf-8", "replace") if message else "libarchive gave no reason"
+        if "too large" in detail or "oversized" in detail:
+            # libarchive's own cap on a pax or GNU long-name header (1 MiB in 3.6) is below ours
+            # (packing._MAX_METADATA_RUN): the same refusal, said the same way.
+            raise UnsafeArchiveError(
+                f"archive has a tar header larger than libarchive reads ({detail}) after {self._reader.where}; "
+                "refusing it as a decompression bomb"
+            )
         raise FetchError(f"the archive is corrupt or truncated: {what} ({detail})")
 
     def next(self) -> _Member | None:
