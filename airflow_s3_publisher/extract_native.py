@@ -262,7 +262,7 @@ class _LibarchiveTar:
             lib.read_support_format_tar(self._archive)
             lib.read_support_filter_none(self._archive)
             if lib.read_open(self._archive, None, None, self._callback, None) != _OK:
-                self._raise("not a tar archive")
+                raise self._error("the archive is corrupt or truncated: not a tar archive")
         except BaseException:
             self.close()
             raise
@@ -289,20 +289,21 @@ class _LibarchiveTar:
         block[0] = ctypes.cast(c_char_p(data), c_void_p).value
         return len(data)
 
-    def _raise(self, what: str) -> None:
+    def _error(self, what: str) -> BaseException:
+        """The error of a failed libarchive call: what the read callback raised, else libarchive's reason."""
         failure, self._failure = self._failure, None
         if failure is not None:
-            raise failure
+            return failure
         message = self._lib.error_string(self._archive)
         detail = message.decode("utf-8", "replace") if message else "libarchive gave no reason"
         if "too large" in detail or "oversized" in detail:
             # libarchive's own cap on a pax or GNU long-name header (1 MiB in 3.6) is below ours
             # (packing._MAX_METADATA_RUN): the same refusal, said the same way.
-            raise UnsafeArchiveError(
+            return UnsafeArchiveError(
                 f"archive has a tar header larger than libarchive reads ({detail}) after {self._reader.where}; "
                 "refusing it as a decompression bomb"
             )
-        raise FetchError(f"the archive is corrupt or truncated: {what} ({detail})")
+        return FetchError(f"{what} ({detail})")
 
     def next(self) -> _Member | None:
         """The next member, or None after the end-of-archive marker."""
@@ -313,10 +314,13 @@ class _LibarchiveTar:
             # libarchive also ends quietly where a member ends and the stream does; tarfile (and so the
             # other extractor) calls that truncated. One zero block is an end, as for tarfile.
             if lib.filter_bytes(self._archive, 0) - lib.read_header_position(self._archive) < 512:
-                self._raise("bad tar header (the stream ends without the end-of-archive marker)")
+                raise FetchError(
+                    "the archive is corrupt or truncated: bad tar header (the tar stream ends without its "
+                    "end-of-archive marker)"
+                )
             return None
         if code != _OK:  # a warning too: a name that could not be read as it was written, a malformed pax record
-            self._raise("bad tar header")
+            raise self._error("the archive is corrupt or truncated: bad tar header")
         name = _text(lib.entry_pathname(entry))
         hardlink = lib.entry_hardlink(entry)
         if hardlink is not None:
@@ -349,11 +353,6 @@ class _LibarchiveTar:
         """Up to ``n`` bytes of the current member's content (sparse holes as zeros), b"" at its end."""
         count = self._lib.read_data(self._archive, self._buffer, min(n, CHUNK_SIZE) if n > 0 else CHUNK_SIZE)
         if count < 0:
-            name = self._member.name if self._member is not None else "?"
-            failure, self._failure = self._failure, None
-            if failure is not None:
-                raise failure
-            message = self._lib.error_string(self._archive)
-            detail = message.decode("utf-8", "replace") if message else "libarchive gave no reason"
-            raise FetchError(f"the archive is truncated in member {name!r} ({detail})")
+            name = self._member.name if self._member is not None else ""
+            raise self._error(f"the archive is truncated in member {name!r}")
         return ctypes.string_at(self._buffer, count)
