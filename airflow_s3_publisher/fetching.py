@@ -21,6 +21,7 @@ from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_ma
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
+from airflow_s3_publisher.readahead import ReadAhead
 from airflow_s3_publisher.result import PublishedResult, sha256_digest
 from airflow_s3_publisher.s3 import (
     Connection,
@@ -120,7 +121,10 @@ class _Fetch:
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
                 try:
-                    stats = choose_extractor(self.logger)(reader, self.staging, max_bytes=max_bytes)
+                    # Read ahead: receiving and hashing overlap extraction. Closed (its thread joined)
+                    # before anything below reads `reader` again.
+                    with ReadAhead(reader) as ahead:
+                        stats = choose_extractor(self.logger)(ahead, self.staging, max_bytes=max_bytes)
                 except S3PublisherError as err:
                     # Bytes that are not the published archive explain the failure better than its symptom.
                     reader.drain()

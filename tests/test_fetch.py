@@ -7,10 +7,13 @@ import ctypes
 import ctypes.util
 import hashlib
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ResponseStreamingError
 
 import airflow_s3_publisher.fetching as fetching
 from airflow_s3_publisher import extract_native, fetch, packing, publish
@@ -227,3 +230,40 @@ def test_archive_fetch_falls_back_when_libarchive_cannot_load(
     fallback = [line for line in lines if "Python's tarfile" in line]
     assert len(fallback) == 1
     assert "cannot open shared object file" in fallback[0]
+
+
+@pytest.mark.usefixtures("extractor")
+def test_connection_lost_mid_archive_leaves_destination_as_it_was(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The body is read ahead in a thread: its failure must surface in fetch(), with nothing left behind.
+    big = make_tree(tmp_path / "big", {f"f{i}.bin": os.urandom(50_000) for i in range(40)})
+    result = publish(big, bucket=bucket, key="cut", compress=True, aws_conn_id=admin_conn)
+    real_get_object = fetching.get_object
+
+    class Cut:
+        def __init__(self, body: Any) -> None:
+            self._body = body
+            self.read_bytes = 0
+
+        def read(self, n: int = -1) -> bytes:
+            if self.read_bytes > 500_000:
+                raise ResponseStreamingError(error="Connection broken: IncompleteRead (test)")
+            chunk: bytes = self._body.read(min(n, 64 * 1024))
+            self.read_bytes += len(chunk)
+            return chunk
+
+        def close(self) -> None:
+            self._body.close()
+
+    def cut_get_object(*args: Any, **kwargs: Any) -> Any:
+        got = real_get_object(*args, **kwargs)
+        return got._replace(stream=Cut(got.stream))
+
+    monkeypatch.setattr(fetching, "get_object", cut_get_object)
+    dest = make_tree(tmp_path / "keep" / "dest", {"existing.txt": b"mine"})
+    before = snapshot(dest)
+    with pytest.raises(ResponseStreamingError, match="IncompleteRead"):
+        fetch(result, dest, aws_conn_id=admin_conn)
+    assert snapshot(dest) == before
+    assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
