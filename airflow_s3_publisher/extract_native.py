@@ -23,6 +23,7 @@ import errno
 import functools
 import locale
 import os
+import sysconfig
 from ctypes import POINTER, byref, c_char_p, c_int, c_longlong, c_size_t, c_ssize_t, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,7 @@ MIN_VERSION = 3_000_000
 _SONAMES = ("libarchive.so.13", "libarchive.13.dylib")
 
 # libarchive return codes and file types (archive.h, archive_entry.h).
-_EOF, _OK, _WARN = 1, 0, -20
-_FATAL = -30
+_EOF, _OK, _FATAL = 1, 0, -30
 _AE_IFMT = 0o170000
 _TYPES = {
     0o100000: b"0",  # regular
@@ -59,6 +59,7 @@ _TYPES = {
     0o010000: b"6",  # FIFO
 }
 _READ_CALLBACK = ctypes.CFUNCTYPE(c_ssize_t, c_void_p, c_void_p, POINTER(c_void_p))
+_TIME_T = ctypes.c_int64 if sysconfig.get_config_var("SIZEOF_TIME_T") == 8 else ctypes.c_long
 
 
 class Extractor(Protocol):
@@ -101,7 +102,7 @@ class _Lib:
         self.entry_filetype = bind("entry_filetype", [entry], c_int)
         self.entry_mode = bind("entry_mode", [entry], c_int)
         self.entry_size = bind("entry_size", [entry], c_longlong)
-        self.entry_mtime = bind("entry_mtime", [entry], c_longlong)
+        self.entry_mtime = bind("entry_mtime", [entry], _TIME_T)
         self.entry_mtime_nsec = bind("entry_mtime_nsec", [entry], ctypes.c_long)
 
 
