@@ -67,6 +67,8 @@ DEFAULT_MAX_MEMBERS = 1_000_000
 # Tar metadata (headers, pax records, padding) read between two members or two data chunks. Real
 # archives stay far below this; a bigger run is a bomb hidden in headers, which tarfile would buffer.
 _MAX_METADATA_RUN = 8 << 20
+# Inflate at least this much per call when reading a tar.gz (see _GunzipReader.read).
+_MIN_INFLATE = 256 << 10
 # Compress small pieces (tar headers, small files) in batches, so each call releases the GIL for a while.
 _BATCH = 256 << 10
 _GZIP_WBITS = 31  # deflate in a gzip container; header mtime 0, no file name
@@ -609,6 +611,8 @@ class _GunzipReader:
         self._decompressor = backend.decompressor()
         self._error: type[Exception] = backend.module.error
         self._tail = b""
+        self._out = b""  # inflated, handed out from self._at on
+        self._at = 0
         self._since_mark = 0
         self.where = "the start of the archive"
 
@@ -620,6 +624,21 @@ class _GunzipReader:
     def read(self, n: int = -1) -> bytes:
         if n <= 0:
             n = CHUNK_SIZE
+        if self._at >= len(self._out):
+            # Inflate at least _MIN_INFLATE at a time: tarfile reads 10 KiB, and each call copies the
+            # whole unconsumed input (up to a CHUNK_SIZE) into unconsumed_tail.
+            self._out, self._at = self._inflate(max(n, _MIN_INFLATE)), 0
+        out = self._out[self._at : self._at + n]
+        self._at += len(out)
+        self._since_mark += len(out)
+        if self._since_mark > _MAX_METADATA_RUN:
+            raise UnsafeArchiveError(
+                f"archive has more than {_MAX_METADATA_RUN} bytes of tar headers in a row after "
+                f"{self.where}; refusing it as a decompression bomb"
+            )
+        return out
+
+    def _inflate(self, n: int) -> bytes:
         while not self._decompressor.eof:
             raw_ended = False
             if not self._tail:
@@ -627,12 +646,6 @@ class _GunzipReader:
                 raw_ended = not self._tail
             out = self._decompress(n)
             if out:
-                self._since_mark += len(out)
-                if self._since_mark > _MAX_METADATA_RUN:
-                    raise UnsafeArchiveError(
-                        f"archive has more than {_MAX_METADATA_RUN} bytes of tar headers in a row after "
-                        f"{self.where}; refusing it as a decompression bomb"
-                    )
                 return out
             if raw_ended and not self._decompressor.eof:
                 raise FetchError("the archive is truncated: its gzip stream ends early")
