@@ -14,13 +14,23 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from airflow_s3_publisher.compression import CHUNK_SIZE, Backend, installed_backends
 from airflow_s3_publisher.exceptions import FetchError, UnsafeArchiveError
 from airflow_s3_publisher.paths import inside, member_parts
 
-__all__ = ["DEFAULT_MAX_EXTRACT_BYTES", "DEFAULT_MAX_MEMBERS", "ExtractStats", "Readable", "extract_tar_gz"]
+__all__ = [
+    "DEFAULT_MAX_EXTRACT_BYTES",
+    "DEFAULT_MAX_MEMBERS",
+    "ExtractStats",
+    "ExtractGuard",
+    "GunzipReader",
+    "Member",
+    "Members",
+    "Readable",
+    "extract_tar_gz",
+]
 
 DEFAULT_MAX_EXTRACT_BYTES = 64 << 30
 """Default cap on the bytes an archive may extract to (64 GiB)."""
@@ -31,6 +41,8 @@ DEFAULT_MAX_MEMBERS = 1_000_000
 # Tar metadata (headers, pax records, padding) read between two members or two data chunks. Real
 # archives stay far below this; a bigger run is a bomb hidden in headers, which tarfile would buffer.
 _MAX_METADATA_RUN = 8 << 20
+# Inflate at least this much per call when reading a tar.gz (see GunzipReader.read).
+_MIN_INFLATE = 256 << 10
 
 
 class Readable(Protocol):
@@ -52,7 +64,7 @@ class ExtractStats:
     """File content bytes written."""
 
 
-class _GunzipReader:
+class GunzipReader:
     """Decompresses a gzip stream on ``read()``; verifies its CRC and length; bounds metadata runs."""
 
     def __init__(self, raw: Readable, backend: Backend) -> None:
@@ -60,6 +72,8 @@ class _GunzipReader:
         self._decompressor = backend.decompressor()
         self._error: type[Exception] = backend.module.error
         self._tail = b""
+        self._out = b""  # inflated, handed out from self._at on
+        self._at = 0
         self._since_mark = 0
         self.where = "the start of the archive"
 
@@ -69,8 +83,24 @@ class _GunzipReader:
         self.where = where
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (``b""`` at the end of the gzip stream)."""
         if n <= 0:
             n = CHUNK_SIZE
+        if self._at >= len(self._out):
+            # Inflate at least _MIN_INFLATE at a time: tarfile reads 10 KiB, and each call copies the
+            # whole unconsumed input (up to a CHUNK_SIZE) into unconsumed_tail.
+            self._out, self._at = self._inflate(max(n, _MIN_INFLATE)), 0
+        out = self._out[self._at : self._at + n]
+        self._at += len(out)
+        self._since_mark += len(out)
+        if self._since_mark > _MAX_METADATA_RUN:
+            raise UnsafeArchiveError(
+                f"archive has more than {_MAX_METADATA_RUN} bytes of tar headers in a row after "
+                f"{self.where}; refusing it as a decompression bomb"
+            )
+        return out
+
+    def _inflate(self, n: int) -> bytes:
         while not self._decompressor.eof:
             raw_ended = False
             if not self._tail:
@@ -78,12 +108,6 @@ class _GunzipReader:
                 raw_ended = not self._tail
             out = self._decompress(n)
             if out:
-                self._since_mark += len(out)
-                if self._since_mark > _MAX_METADATA_RUN:
-                    raise UnsafeArchiveError(
-                        f"archive has more than {_MAX_METADATA_RUN} bytes of tar headers in a row after "
-                        f"{self.where}; refusing it as a decompression bomb"
-                    )
                 return out
             if raw_ended and not self._decompressor.eof:
                 raise FetchError("the archive is truncated: its gzip stream ends early")
@@ -116,6 +140,41 @@ class _GunzipReader:
             pass
         while self._raw.read(CHUNK_SIZE):
             pass
+
+
+class Member(Protocol):
+    """What the extractor reads of a member: :class:`tarfile.TarInfo` has it, and so has the member type
+    of any other tar parser put in front of :class:`ExtractGuard` (see :mod:`.extract_native`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def linkname(self) -> str: ...
+    @property
+    def type(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def size(self) -> int: ...
+    def isdir(self) -> bool: ...
+    def isreg(self) -> bool: ...
+    def issym(self) -> bool: ...
+    def islnk(self) -> bool: ...
+    def ischr(self) -> bool: ...
+    def isblk(self) -> bool: ...
+    def isfifo(self) -> bool: ...
+
+
+class Members(Protocol):
+    """A tar stream read front to back: its members in order, and the content of the current one.
+
+    A :class:`tarfile.TarFile` opened in ``"r|"`` mode is one; so is the libarchive front end.
+    """
+
+    def next(self) -> Member | None: ...
+    def extractfile(self, member: Any, /) -> Readable | None: ...
 
 
 class _StrictTarInfo(tarfile.TarInfo):
@@ -173,8 +232,8 @@ def extract_tar_gz(
     root = os.path.realpath(destination)
     if not os.path.isdir(root):
         raise NotADirectoryError(errno.ENOTDIR, "extraction destination is not a directory", str(destination))
-    reader = _GunzipReader(stream, installed_backends()[0])
-    extractor = _Extractor(root, reader, max_bytes=max_bytes, max_members=max_members)
+    reader = GunzipReader(stream, installed_backends()[0])
+    extractor = ExtractGuard(root, reader, max_bytes=max_bytes, max_members=max_members)
     try:
         with _StreamingTarFile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
             extractor.run(tar)
@@ -184,8 +243,10 @@ def extract_tar_gz(
     return ExtractStats(files=extractor.files, directories=extractor.directories, bytes=extractor.bytes)
 
 
-class _Extractor:
-    def __init__(self, root: str, reader: _GunzipReader, *, max_bytes: int, max_members: int) -> None:
+class ExtractGuard:
+    """The guard every extraction goes through: checks each member, writes it, creates links last."""
+
+    def __init__(self, root: str, reader: GunzipReader, *, max_bytes: int, max_members: int) -> None:
         self.root = root
         self.reader = reader
         self.max_bytes = max_bytes
@@ -196,7 +257,7 @@ class _Extractor:
         self.links: dict[str, str] = {}  # symlinks to create at the end: relpath -> target
         self.dir_attrs: dict[str, tuple[int, float]] = {}
 
-    def run(self, tar: tarfile.TarFile) -> None:
+    def run(self, tar: Members) -> None:
         while (member := tar.next()) is not None:
             self.members += 1
             self.reader.mark(f"member {member.name!r}")
@@ -215,7 +276,7 @@ class _Extractor:
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, rel)
 
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _member(self, tar: Members, member: Member) -> None:
         name = member.name
         parts = member_parts(name)
         if not parts:
@@ -299,7 +360,7 @@ class _Extractor:
                     ) from None
             self.made_dirs.add(rel)
 
-    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
+    def _write_file(self, tar: Members, member: Member, rel: str) -> None:
         if member.size > self.max_bytes - self.bytes:
             raise self._too_big(member.name)
         source = tar.extractfile(member)
@@ -308,20 +369,24 @@ class _Extractor:
         # O_EXCL and O_NOFOLLOW: never write into something that was already there, or through a link.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self._path(rel), flags, 0o600)
-        with open(fd, "wb") as out:
+        try:  # os.write on the descriptor: a buffered file object per member costs more than its write
             written = 0
+            where = f"member {member.name!r}"
             while chunk := source.read(CHUNK_SIZE):
                 if len(chunk) > self.max_bytes - self.bytes:
                     raise self._too_big(member.name)
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
                 written += len(chunk)
                 self.bytes += len(chunk)
-                self.reader.mark(f"member {member.name!r}")
+                self.reader.mark(where)
             if written != member.size:
                 raise FetchError(f"the archive is truncated in member {member.name!r}")
-            out.flush()
             os.fchmod(fd, member.mode & 0o777 | 0o600)
             os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
 
     def _too_big(self, name: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(
@@ -329,7 +394,7 @@ class _Extractor:
             "it as a decompression bomb. Raise max_bytes (max_extract_bytes when fetching) if it is expected"
         )
 
-    def _check_symlink(self, member: tarfile.TarInfo, rel: str) -> None:
+    def _check_symlink(self, member: Member, rel: str) -> None:
         target = member.linkname
         if not target or "\x00" in target:
             raise UnsafeArchiveError(f"archive member {member.name!r} is a symlink with an invalid target")

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError, S3RequestError
-from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz
+from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES
+from airflow_s3_publisher.extract_native import choose_extractor
 from airflow_s3_publisher.hashing import HashingReader, b64
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.options import MiB, TransferOptions
 from airflow_s3_publisher.paths import safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
+from airflow_s3_publisher.readahead import ReadAhead
 from airflow_s3_publisher.result import PublishedResult, as_source, sha256_digest
 from airflow_s3_publisher.s3 import GetRequest, GetResult, S3Client, connect
 
@@ -124,7 +126,10 @@ class _Fetch:
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
                 try:
-                    stats = extract_tar_gz(reader, self.staging, max_bytes=max_bytes)
+                    # Read ahead: receiving and hashing overlap extraction. Closed (its thread joined)
+                    # before anything below reads `reader` again.
+                    with ReadAhead(reader) as ahead:
+                        stats = choose_extractor(self.logger)(ahead, self.staging, max_bytes=max_bytes)
                 except S3PublisherError as err:
                     # Bytes that are not the published archive explain the failure better than its symptom.
                     reader.drain()

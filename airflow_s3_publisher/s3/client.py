@@ -97,7 +97,7 @@ class S3Client:
         with translate_errors("GetObject", bucket, key):
             response = self.raw.get_object(Bucket=bucket, Key=key, **request)
         size = response.get("ContentLength")
-        return ObjectBody(response["Body"], size if isinstance(size, int) else None)
+        return ObjectBody(_TranslatedBody(response["Body"], bucket, key), size if isinstance(size, int) else None)
 
     def object_size(self, bucket: str, key: str, version_id: str = "", args: Mapping[str, Any] | None = None) -> int:
         """The stored size of one object (a HEAD request; pinned to ``version_id`` when given)."""
@@ -200,6 +200,25 @@ class S3Client:
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+
+
+class _TranslatedBody:
+    """A GET's streaming body whose read errors (a connection cut mid-body) are :class:`S3RequestError` s."""
+
+    def __init__(self, raw: Any, bucket: str, key: str) -> None:
+        self._raw = raw
+        self._bucket = bucket
+        self._key = key
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all that is left when negative)."""
+        with translate_errors("GetObject", self._bucket, self._key):
+            data: bytes = self._raw.read(n) if n is not None and n >= 0 else self._raw.read()
+        return data
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._raw.close()
 
 
 def connect(
