@@ -848,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         needed = sorted({case.dataset for case in cases})
         data_root = workdir / "datasets" / ("quick" if args.quick else "full")
         if not args.profile:
-            print_estimate(cases, sizes, needed, data_root, runs, args)
+            print_estimate(cases, sizes, data_root, runs, args)
         data = ds.make_datasets(data_root, sizes, needed)
         print(
             f"datasets ready in {time.monotonic() - t0:.1f} s under {data_root}: "
@@ -894,17 +894,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_estimate(
-    cases: Sequence[Case], sizes: ds.Sizes, needed: Sequence[str], data_root: Path, runs: int, args: argparse.Namespace
+    cases: Sequence[Case], sizes: ds.Sizes, data_root: Path, runs: int, args: argparse.Namespace
 ) -> None:
     """Print how long this run should take (and warn when ``--max-minutes`` will cut it short)."""
-    plans = []
-    for case in cases:
-        files, size = ds.expected(case.dataset, sizes)
-        plans.append(RunPlan(case.name, case.kind, case.unit, case.tools, files, size))
-    missing = [name for name in needed if not (data_root / name / ".done").is_file()]
-    generate = [ds.expected(name, sizes) for name in missing]
     rates, source = history_rates(RESULTS / "latest.json")
-    minutes = estimate_minutes(plans, runs, generate, rates, quiet_wait=args.quiet_wait)
+    minutes = planned_minutes(cases, sizes, runs, rates, data_root, args.quiet_wait)
     print(
         f"estimated duration: ~{minutes:.0f} min ({len(cases)} cases x {runs} round(s); rates {source}); "
         f"time budget --max-minutes {args.max_minutes:.0f}",
@@ -912,6 +906,21 @@ def print_estimate(
     )
     if minutes > args.max_minutes:
         print(f"warning: the estimate exceeds --max-minutes {args.max_minutes:.0f}: the last runs may be skipped")
+
+
+def planned_minutes(
+    cases: Sequence[Case],
+    sizes: ds.Sizes,
+    runs: int,
+    rates: dict[tuple[str, str], float],
+    data_root: Path,
+    quiet_wait: float,
+) -> float:
+    """Estimated minutes for ``runs`` rounds of ``cases`` at ``sizes``, making the datasets not in ``data_root``."""
+    plans = [RunPlan(c.name, c.kind, c.unit, c.tools, *ds.expected(c.dataset, sizes)) for c in cases]
+    needed = sorted({case.dataset for case in cases})
+    generate = [ds.expected(name, sizes) for name in needed if not (data_root / name / ".done").is_file()]
+    return estimate_minutes(plans, runs, generate, rates, quiet_wait=quiet_wait)
 
 
 def refresh_tools(bench: Bench) -> bool:
@@ -932,7 +941,8 @@ def chart_footer(machine: dict[str, Any], versions: dict[str, str], started: dat
     return (
         f"{machine['cores']} cores, {machine['ram_gib']} GiB RAM, {machine['cpu_model']}; client and "
         f"SeaweedFS {_version_number(versions.get('weed', ''))} share the cores. "
-        f"{started:%Y-%m-%d}, {mode} run, median of {runs}. Grey: for information, not a target's peer."
+        f"{started:%Y-%m-%d}, {mode} run, median of {runs}. Red: ours; light red: ours on the boto3 engine; "
+        "grey: for information, not a target's peer."
     )
 
 
@@ -979,6 +989,12 @@ def run_all(
     print(
         "\nSeaweedFS RSS after each case: "
         + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in bench.server_rss.items() if v)
+    )
+    rates = {(s.name, t.tool): t.throughput for s in summaries.values() for t in s.tools if t.throughput}
+    full_root = bench.workdir.parent / "datasets" / "full"
+    full = planned_minutes(CASES, ds.FULL, 3, rates, full_root, args.quiet_wait)
+    print(
+        f"A full run (every case, 3 rounds, full datasets) at this run's rates (nominal where missing): ~{full:.0f} min"
     )
     footer = chart_footer(machine, versions, started, mode, runs)
     payload = {

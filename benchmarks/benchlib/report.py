@@ -610,7 +610,7 @@ def _scaling_panel(axis: Any, curves: Sequence[tuple[Series, Sequence[ScalePoint
     axis.set_xscale("log")
     axis.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
     axis.minorticks_off()
-    axis.set_ylim(0, axis.get_ylim()[1] * 1.2)
+    axis.set_ylim(0, axis.get_ylim()[1] * 1.55)  # headroom: the legend sits above the curves
     axis.set_ylabel(f"{unit} (median, solid)", fontsize=8)
     what = "files" if unit == "files/s" else "archive input size"
     axis.set_xlabel(what + " (log scale)", fontsize=8)
@@ -619,7 +619,7 @@ def _scaling_panel(axis: Any, curves: Sequence[tuple[Series, Sequence[ScalePoint
     memory.tick_params(labelsize=8)
     lines = axis.get_legend_handles_labels()
     extra = memory.get_legend_handles_labels()
-    axis.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower left")
+    axis.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="upper center", ncol=2, framealpha=0.9)
 
 
 def _target_lines(targets: Sequence[Target]) -> list[str]:
@@ -640,7 +640,7 @@ def _target_lines(targets: Sequence[Target]) -> list[str]:
             value = f"{target.ratio:.2f}x" if target.ratio is not None else target.ours.split(" (")[0]
             if target.number in ("7", "8") and target.ratio is not None:
                 value = f"{target.ratio:.2f}x  ({target.ours})"
-            lines.append(f"  {target.verdict:<4} {target.title.strip()[:52]:<52} {value:<44} need {target.need}")
+            lines.append(f"  {target.verdict:<4} {target.title.strip()[:52]:<52} {value:<38} need {target.need}")
         lines.append("")
     return lines[:-1]
 
