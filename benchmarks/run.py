@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +52,6 @@ from benchlib.report import (  # noqa: E402
     PREFIX_PEER,
     SCALING,
     CaseSummary,
-    Target,
     ToolSummary,
     draw_chart,
     evaluate_targets,
@@ -770,7 +769,7 @@ def select_cases(only: Sequence[str] | None) -> list[Case]:
     for series in SCALING:
         if series.middle not in names and any(name in names for name in series.cases if name != series.middle):
             base = CASE_BY_NAME[series.middle]
-            title = base.title + " (ours only: the middle point of the scaling series)"
+            title = base.title + " (ours only)"
             chosen.append(replace(base, tools=("ours",), informational=(), title=title))
             names.add(base.name)
     order = {case.name: index for index, case in enumerate(CASES)}
@@ -947,14 +946,16 @@ def chart_footer(machine: dict[str, Any], versions: dict[str, str], started: dat
 
 
 def redraw(path: Path) -> int:
-    """Draw the charts again from a saved ``latest.json`` (the committed one only for a full, complete run)."""
+    """Draw the charts again from a saved ``latest.json`` (the committed one only for a full, complete run).
+
+    The targets are evaluated again from the saved medians, with the current definitions.
+    """
     payload = json.loads(path.read_text())
     summaries = [
         CaseSummary(**{**case, "tools": [ToolSummary(**tool) for tool in case["tools"]]})
         for case in payload["summaries"].values()
     ]
-    names = {item.name for item in fields(Target)}
-    targets = [Target(**{k: v for k, v in target.items() if k in names}) for target in payload["targets"]]
+    targets = evaluate_targets({summary.name: summary for summary in summaries})
     started = datetime.fromisoformat(payload["started"])
     footer = chart_footer(payload["machine"], payload["versions"], started, payload["mode"], payload["runs"])
     charts = [RESULTS / "chart.png"]

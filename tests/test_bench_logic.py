@@ -113,7 +113,7 @@ def test_without_scaling_cases_there_is_no_scaling_verdict() -> None:
 )
 def test_archive_memory_must_be_flat_and_under_300_mib(rss: tuple[int, int, int], passed: bool) -> None:
     names = ("scale-csv-lo", "compressed-csv", "scale-csv-hi")
-    sizes = (256 * MiB, 1024 * MiB, 4096 * MiB)
+    sizes = (256 * MiB - 61, 1024 * MiB - 17, 4096 * MiB - 61)  # CSVs end on a whole line
     cases = {name: ours_case(name, size, "MB/s", 200, peak) for name, size, peak in zip(names, sizes, rss, strict=True)}
     targets = scaling_targets(cases)
     assert by_title(targets, "tar.gz publish MB/s flat").passed is True

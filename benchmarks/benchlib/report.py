@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,7 +436,8 @@ def _short(amount: float, unit: str) -> str:
     """1000 -> 1k, 100000 -> 100k (files); 268435456 -> 256M, 4294967296 -> 4G (bytes)."""
     if unit == "files/s":
         return f"{amount / 1000:g}k" if amount >= 1000 else f"{amount:g}"
-    return f"{amount / GiB:.3g}G" if amount >= GiB else f"{amount / MiB:.0f}M"
+    mib = round(amount / MiB)  # a CSV ends on a whole line, a few bytes short of its nominal size
+    return f"{mib / 1024:g}G" if mib >= 1024 and mib % 256 == 0 else f"{mib}M"
 
 
 def render_table(cases: Sequence[CaseSummary], targets: Sequence[Target]) -> str:
@@ -528,7 +530,7 @@ def draw_chart(cases: Sequence[CaseSummary], targets: Sequence[Target], footer: 
         return
     text = _target_lines(targets)
     case_rows = (len(shown) + 1) // 2
-    heights = [2.3] * case_rows + ([3.2] if curves else []) + [0.125 * len(text) + 0.3]
+    heights = [2.3] * case_rows + ([3.2] if curves else []) + [0.125 * len(text) + 0.5]
     figure = plt.figure(figsize=(13, sum(heights) + 1.0))
     grid = GridSpec(len(heights), 2, figure=figure, height_ratios=heights)
     for index, case in enumerate(shown):
@@ -557,7 +559,7 @@ def _case_panel(axis: Any, case: CaseSummary) -> None:
     bars = axis.barh(names, values, color=[_color(case, name) for name in names])
     for bar, value in zip(bars, values, strict=True):
         axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center", fontsize=8)
-    axis.set_title(case.title, fontsize=10)
+    axis.set_title("\n".join(textwrap.wrap(case.title, 72)), fontsize=9.5)
     axis.set_xlabel(case.unit + " (median; higher is better)", fontsize=8)
     axis.tick_params(labelsize=8)
     axis.set_xlim(0, max(values) * 1.18)
