@@ -95,14 +95,7 @@ class PublishSettings:
     _rules: FileFilter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_static_settings(
-            self.publisher,
-            bucket=self.bucket,
-            key=self.key,
-            endpoint=self.endpoint,
-            region=self.region,
-            compress=self.compress,
-        )
+        check_static_settings(self.publisher, **self._explicit_spec())
         check_compression_level(self.compression_level)
         for name in ("manifest", "allow_empty"):
             if not isinstance(getattr(self, name), bool):
@@ -157,14 +150,11 @@ class PublishSettings:
 
     def spec(self) -> PublisherSpec:
         """The complete publisher spec, every value checked (call once templated values are rendered)."""
-        return build_publisher_spec(
-            self.publisher,
-            bucket=self.bucket,
-            key=self.key,
-            endpoint=self.endpoint,
-            region=self.region,
-            compress=self.compress,
-        )
+        return build_publisher_spec(self.publisher, **self._explicit_spec())
+
+    def _explicit_spec(self) -> dict[str, Any]:
+        """The spec's params given explicitly (they win over ``publisher``'s)."""
+        return {name: getattr(self, name) for name in ("bucket", "key", "endpoint", "region", "compress")}
 
 
 def _check_type(name: str, value: object, kind: type) -> None:
