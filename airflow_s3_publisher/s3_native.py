@@ -24,8 +24,9 @@ What it guarantees (each checked by tests/test_native_engine.py against a real S
   and instance metadata settings are never consulted). Variables it cannot override
   (:data:`UNOVERRIDABLE_ENV`) make :meth:`create` refuse with :class:`EngineUnavailable`.
 * **PutObject only:** one PUT per object, no HEAD, no multipart; ``x-amz-checksum-sha256`` on every
-  PUT unless ``TransferOptions(checksums=False)`` (then no checksum header at all; the payload is
-  still signed), and the store checks it. Metadata, tags, content type, storage class, SSE/KMS and
+  PUT unless ``TransferOptions(checksums=False)``, and the store checks it (a mismatch: ``BadDigest``);
+  the payload hash is signed only when there is no checksum (then no checksum header at all is sent),
+  so the body is hashed once either way. Metadata, tags, content type, storage class, SSE/KMS and
   the expected bucket owner (a signed header) are sent; :meth:`NativeEngine.unsupported` names any
   other argument, and such a publish belongs on the boto3 path.
 * **Retries in Python:** obstore's own retries are off; each failed attempt that will be retried is
@@ -330,6 +331,10 @@ class NativeEngine:
             verify = session._session.get_config_variable("ca_bundle")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency {concurrency} must be at least 1")
+        if isinstance(verify, str) and verify and parts.scheme == "https":
+            problem = _bundle_problem(verify, parts.hostname)
+            if problem:
+                raise EngineUnavailable(problem)
         client_options = _client_options(parts.scheme, verify, options)
         engine = cls(
             obstore,
@@ -373,7 +378,9 @@ class NativeEngine:
             "endpoint": endpoint,
             "aws_endpoint_url_s3": endpoint,
             "virtual_hosted_style_request": virtual,
-            "unsigned_payload": False,
+            # With the checksum on, it is the integrity check (obstore hashes the body once for it, and
+            # the store refuses a mismatch with BadDigest); without it, the signed payload hash is.
+            "unsigned_payload": self._options.checksums,
             "skip_signature": False,
             "s3_express": False,
             "request_payer": False,
@@ -710,7 +717,7 @@ class _CredentialBridge:
         expires = datetime.now(UTC) + CREDENTIAL_TTL
         own = getattr(self._credentials, "_expiry_time", None)  # botocore RefreshableCredentials
         if isinstance(own, datetime) and own.tzinfo is not None:
-            expires = min(expires, own)
+            expires = min(expires, own.astimezone(UTC))  # obstore takes only datetime.UTC (not dateutil's)
         return {
             "access_key_id": frozen.access_key,
             "secret_access_key": frozen.secret_key,
@@ -789,6 +796,46 @@ def _client_options(scheme: str, verify: bool | str | None, options: TransferOpt
         except OSError as err:
             raise EngineUnavailable(f"cannot read the CA bundle {verify!r}: {err}") from err
     return client
+
+
+def _bundle_problem(bundle: str, host: str) -> str | None:
+    """Why the native TLS stack would refuse ``host`` although boto3 (OpenSSL) accepts it.
+
+    rustls refuses a server certificate that is itself a CA (``CaUsedAsEndEntity``): what
+    ``openssl req -x509`` and MinIO's certgen make by default, and then put in the CA bundle as is.
+    """
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
+    except (OSError, ValueError) as err:
+        return f"cannot read the CA bundle {bundle!r}: {err}"
+    for certificate in certificates:
+        try:
+            is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            continue
+        if not is_ca or certificate.issuer != certificate.subject:
+            continue
+        try:
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            patterns = [str(n) for n in names.get_values_for_type(x509.DNSName)]
+            patterns += [str(n) for n in names.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            patterns = [str(a.value) for a in certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        if any(_host_matches(pattern, host) for pattern in patterns):
+            return (
+                f"the CA bundle's certificate for {host} is a self-signed CA certificate used as the server's own, "
+                "which the native TLS stack (rustls) refuses"
+            )
+    return None
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and host.count(".") == pattern.count(".")
+    return pattern == host
 
 
 def _host_compatible(bucket: str, endpoint: str) -> bool:
