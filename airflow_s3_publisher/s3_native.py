@@ -356,6 +356,9 @@ class NativeEngine:
         headers = (("x-amz-expected-bucket-owner", owner),) if owner else ()
         sse = (str(args.get("ServerSideEncryption") or ""), str(args.get("SSEKMSKeyId") or ""))
         cache_key = (bucket, headers, sse)
+        store = self._stores.get(cache_key)
+        if store is not None and not self._closed:
+            return store
         with self._lock:
             if self._closed:
                 raise RuntimeError("the native engine is closed")
@@ -477,12 +480,12 @@ class NativeEngine:
 
         def work() -> None:
             while not stop.is_set():
-                with take:
-                    job = next(iterator, None)
-                if job is None:
-                    return
-                size = getattr(job, "size", None)
                 try:
+                    with take:
+                        job = next(iterator, None)
+                    if job is None:
+                        return
+                    size = getattr(job, "size", None)
                     with budget.hold(size if isinstance(size, int) else 0):
                         if stop.is_set():
                             return
@@ -547,11 +550,11 @@ class NativeEngine:
 
         def work() -> None:
             while not stop.is_set():
-                with take:
-                    request = next(iterator, None)
-                if request is None:
-                    return
                 try:
+                    with take:
+                        request = next(iterator, None)
+                    if request is None:
+                        return
                     done.append(self._get_one(bucket, request, on_bytes, stop))
                 except BaseException as err:
                     failures.append(err)

@@ -10,10 +10,17 @@ Starts one SeaweedFS (``weed mini``, GOMEMLIMIT=1GiB, loopback), generates ``--f
   ``async-reader-N`` (the same, files read and hashed by a reader thread),
   ``threads-N`` (the synchronous ``put`` from N threads, each reading its own files), each with the
   SHA-256 checksum header (``+sum``) or without, and a signed (``signed``) or unsigned payload;
-  ``engine`` (airflow_s3_publisher's NativeEngine.put_many, when importable);
+  ``engine[-N]`` (airflow_s3_publisher's NativeEngine.put_many with N workers);
+  ``publish`` (today's ``publish(..., manifest=True)``, boto3) and ``native-publish`` (a sketch of the
+  same plain publish on the native engine: the S3Hook's session, ``collect_source``, each file read
+  with ``open_listed``/``check_unchanged``, hashed, its ``put_args`` with the run metadata, progress,
+  then the manifest);
 * downloads of one prefix (every file hashed while written, as a manifest-checked fetch does; count
   and bytes checked): ``s5cmd-get`` (``cp 's3://bucket/prefix/*' dir/``), ``get-threads-N`` (sync
-  ``get`` + ``bytes()`` from N threads), ``get-async-N``, ``engine-get``.
+  ``get`` + ``bytes()`` from N threads), ``get-async-N``, ``engine-get[-N]``; ``fetch`` (today's
+  ``fetch()`` of the prefix, its manifest verified, boto3) and ``native-fetch`` (the same on the
+  native engine: manifest checked, every file downloaded into a staging directory and checked
+  against it, then moved into place). The prefix holds a manifest for these.
 
 Python variants run in a fresh child interpreter each (the clock covers store creation and the work;
 imports are done before it starts), s5cmd as a whole process (start-up included). Each line of output
@@ -53,8 +60,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from benchlib import datasets as ds  # noqa: E402
 from benchlib.runners import clean_environment, find_binary, run_command  # noqa: E402
 
+from airflow_s3_publisher.manifest import MANIFEST_NAME  # noqa: E402
+
 REGION = "us-east-1"
 PREFIX = "probe/"
+CONN_ID = "probe"
 DEFAULT_VARIANTS = (
     "s5cmd",
     "async-64+sum",
@@ -121,7 +131,7 @@ def _upload(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         data = path.read_bytes()
         return PREFIX + path.relative_to(source).as_posix(), data, hashlib.sha256(data).digest()
 
-    if kind == "engine":
+    if kind in ("engine", "engine-put"):
         return _engine_upload(job, files, source)
 
     def call() -> dict[str, Any]:
@@ -190,6 +200,7 @@ def _engine(job: dict[str, Any]) -> Any:
     from airflow_s3_publisher.s3 import TransferOptions
 
     native = _native_module()
+    _kind, width, _flags = _parse(job["variant"])
     return native.NativeEngine.create(
         _engine_session(job),
         endpoint_url=job["endpoint"],
@@ -197,6 +208,7 @@ def _engine(job: dict[str, Any]) -> Any:
         addressing_style="path",
         verify=None,
         options=TransferOptions(),
+        concurrency=width or None,
     )
 
 
@@ -231,6 +243,156 @@ def _engine_upload(job: dict[str, Any], files: list[Path], source: Path) -> Call
         finally:
             engine.close()
         return {"stored": len(results)}
+
+    return call
+
+
+def _hook_session(conn_id: str) -> tuple[Any, str, str]:
+    """The S3Hook's boto3 session, endpoint and region for ``conn_id``, as the package resolves them."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=conn_id)
+    endpoint = hook.conn_config.get_service_endpoint_url("s3") or ""
+    session = hook.get_session(region_name=hook.region_name)
+    return session, endpoint, hook.region_name or REGION
+
+
+def _native_publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """A sketch of publish(compress=False, manifest=True) on the native engine (see the module docstring)."""
+    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401  (an Airflow worker has it loaded)
+
+    from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
+    from airflow_s3_publisher.options import ObjectOptions
+    from airflow_s3_publisher.packing import check_unchanged, collect_source, open_listed
+    from airflow_s3_publisher.progress import Progress
+    from airflow_s3_publisher.s3 import TransferOptions, b64
+
+    native = _native_module()
+    objects = ObjectOptions()
+    run_metadata = {"airflow-dag-id": "probe", "airflow-run-id": "manual", "airflow-task-id": "publish"}
+
+    def call() -> dict[str, Any]:
+        session, endpoint, region = _hook_session(job["conn_id"])
+        engine = native.NativeEngine.create(
+            session,
+            endpoint_url=endpoint,
+            region=region,
+            addressing_style="path",
+            verify=None,
+            options=TransferOptions(),
+        )
+        files = [e for e in collect_source(job["source"]) if not e.is_dir]
+        progress = Progress("probe", total_bytes=sum(e.size for e in files), total_files=len(files))
+
+        def job_for(entry: Any) -> Any:
+            def read() -> Any:
+                with open_listed(entry) as handle:
+                    data = handle.read(entry.size)
+                    check_unchanged(entry, handle, entry.size - len(data))
+                digest = hashlib.sha256(data).digest()
+                args = objects.put_args(entry.relpath, archive=False, metadata={**run_metadata, "sha256": digest.hex()})
+                return native.PutRequest(PREFIX + entry.relpath, data, digest, args)
+
+            return native.SizedJob(entry.size, read)
+
+        def stored(result: Any) -> None:
+            progress.add(result.size, 1)
+
+        try:
+            results = engine.put_many(job["bucket"], (job_for(e) for e in files), stored)
+            entries = [ManifestEntry(r.key[len(PREFIX) :], r.size, b64(r.sha256), r.version_id) for r in results]
+            body = build_manifest(PREFIX, sorted(entries, key=lambda e: e.path))
+            digest = hashlib.sha256(body).digest()
+            args = objects.put_args(MANIFEST_NAME, archive=False, metadata={**run_metadata, "sha256": digest.hex()})
+            args["ContentType"] = "application/json"
+            manifest = native.PutRequest(PREFIX + MANIFEST_NAME, body, digest, args)
+            engine.put_many(job["bucket"], [lambda: manifest], lambda r: None)
+        finally:
+            engine.close()
+        progress.finish()
+        return {"stored": len(results) + 1}
+
+    return call
+
+
+def _publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """Today's publish(compress=False, manifest=True): boto3."""
+    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
+
+    from airflow_s3_publisher import publish
+
+    def call() -> dict[str, Any]:
+        result = publish(
+            job["source"], bucket=job["bucket"], key=PREFIX, compress=False, manifest=True, aws_conn_id=job["conn_id"]
+        )
+        return {"result": result.to_dict()}
+
+    return call
+
+
+def _fetch(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """Today's fetch() of the prefix, its manifest verified: boto3."""
+    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
+
+    from airflow_s3_publisher import fetch
+
+    def call() -> dict[str, Any]:
+        fetch(job["result"], job["destination"], aws_conn_id=job["conn_id"])
+        return {}
+
+    return call
+
+
+def _native_fetch(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """A sketch of fetch() of a prefix with a manifest on the native engine."""
+    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
+
+    from airflow_s3_publisher.manifest import MANIFEST_NAME, parse_manifest
+    from airflow_s3_publisher.packing import safe_join
+    from airflow_s3_publisher.progress import Progress
+    from airflow_s3_publisher.result import sha256_digest
+    from airflow_s3_publisher.s3 import TransferOptions
+
+    native = _native_module()
+
+    def call() -> dict[str, Any]:
+        session, endpoint, region = _hook_session(job["conn_id"])
+        engine = native.NativeEngine.create(
+            session,
+            endpoint_url=endpoint,
+            region=region,
+            addressing_style="path",
+            verify=None,
+            options=TransferOptions(),
+        )
+        target = Path(job["destination"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
+        bucket = job["result"]["Bucket"]
+        try:
+            manifest_path = staging / ".manifest"
+            engine.get_many(bucket, [native.GetRequest(PREFIX + MANIFEST_NAME, manifest_path)], lambda n: None)
+            data = manifest_path.read_bytes()
+            manifest_path.unlink()
+            if hashlib.sha256(data).digest() != sha256_digest(job["result"]["ChecksumSHA256"]):
+                raise RuntimeError("manifest checksum mismatch")
+            entries = parse_manifest(data, "probe")
+            paths = {e.path: safe_join(staging, e.path) for e in entries}
+            for folder in {p.parent for p in paths.values()}:
+                folder.mkdir(parents=True, exist_ok=True)
+            progress = Progress("probe", total_bytes=sum(e.size for e in entries), total_files=len(entries))
+            requests = [native.GetRequest(PREFIX + e.path, paths[e.path], e.version_id) for e in entries]
+            got = {g.key: g for g in engine.get_many(bucket, requests, lambda n: progress.add(n))}
+            for entry in entries:
+                result = got[PREFIX + entry.path]
+                if result.size != entry.size or result.sha256 != sha256_digest(entry.sha256):
+                    raise RuntimeError(f"{entry.path} does not match the manifest")
+            progress.finish()
+            os.replace(staging, target)
+        finally:
+            engine.close()
+            shutil.rmtree(staging, ignore_errors=True)
+        return {"fetched": len(entries)}
 
     return call
 
@@ -312,7 +474,11 @@ def child_main(job_file: str, report: str) -> int:
     import boto3  # noqa: F401  (imported before the clock, as in an Airflow worker)
     import obstore  # noqa: F401
 
-    call = _upload(job) if job["direction"] == "put" else _download(job)
+    special = {"publish": _publish, "native-publish": _native_publish, "fetch": _fetch, "native-fetch": _native_fetch}
+    if job["variant"] in special:
+        call = special[job["variant"]](job)
+    else:
+        call = _upload(job) if job["direction"] == "put" else _download(job)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     extra = call()
@@ -324,6 +490,30 @@ def child_main(job_file: str, report: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parent side
+
+
+def _put_manifest(s3: Any, bucket: str, source: Path) -> dict[str, Any]:
+    """Store the manifest of ``source`` below PREFIX (as publish(manifest=True) writes it); return the
+    PublishedResult dict that fetch() takes for the prefix."""
+    from airflow_s3_publisher.manifest import ManifestEntry, build_manifest
+    from airflow_s3_publisher.s3 import b64
+
+    entries = []
+    for path in _files(source):
+        data = path.read_bytes()
+        entries.append(
+            ManifestEntry(path.relative_to(source).as_posix(), len(data), b64(hashlib.sha256(data).digest()))
+        )
+    body = build_manifest(PREFIX, entries)
+    s3.put_object(Bucket=bucket, Key=PREFIX + MANIFEST_NAME, Body=body)
+    return {
+        "Bucket": bucket,
+        "Key": PREFIX,
+        "Region": REGION,
+        "Endpoint": s3.meta.endpoint_url,
+        "VersionID": "",
+        "ChecksumSHA256": b64(hashlib.sha256(body).digest()),
+    }
 
 
 def _load() -> float:
@@ -385,8 +575,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "AWS_SECRET_ACCESS_KEY": admin.secret_key,
         "AWS_REGION": REGION,
     }
-    child_env = {**base, "PYTHONPATH": str(REPO)}
-    common = {"endpoint": server.endpoint, "access_key": admin.access_key, "secret_key": admin.secret_key}
+    home = workdir / "airflow-home"
+    (home / "dags").mkdir(parents=True, exist_ok=True)
+    connection = {
+        "conn_type": "aws",
+        "login": admin.access_key,
+        "password": admin.secret_key,
+        "extra": {"endpoint_url": server.endpoint, "region_name": REGION},
+    }
+    child_env = {
+        **base,
+        "PYTHONPATH": str(REPO),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
+    }
+    common = {
+        "endpoint": server.endpoint,
+        "access_key": admin.access_key,
+        "secret_key": admin.secret_key,
+        "conn_id": CONN_ID,
+    }
     s3 = server.client()
     results: dict[str, list[float]] = {}
     seq = 0
@@ -403,8 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = size = 0
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX):
             for item in page.get("Contents", []):
-                count += 1
-                size += int(item["Size"])
+                if item["Key"] != PREFIX + MANIFEST_NAME:
+                    count += 1
+                    size += int(item["Size"])
         return count, size
 
     def record(name: str, rnd: int, seconds: float | None, note: str, load: float, ok: bool) -> None:
@@ -439,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=logs / "seed.log",
             )
         keys = [f"{PREFIX}{p.relative_to(data.path).as_posix()}" for p in _files(data.path)]
+        published = _put_manifest(s3, source_bucket, data.path) if get_variants else {}
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % max(1, len(put_variants))
             for variant in put_variants[shift:] + put_variants[:shift]:
@@ -501,9 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "bucket": source_bucket,
                         "keys": keys,
                         "destination": str(dest),
+                        "result": published,
                     }
                     seconds, note = _run_child(job, child_env, log, timeout)
-                got = [p for p in dest.rglob("*") if p.is_file()]
+                got = [p for p in dest.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
                 size = sum(p.stat().st_size for p in got)
                 ok = (len(got), size) == (data.files, data.size)
                 if not ok:

@@ -326,6 +326,15 @@ def test_a_failing_job_stops_the_publish_and_is_raised_as_is(engine: NativeEngin
     assert len(started) < 10_000  # no job starts after the failure (the workers in flight finish theirs)
 
 
+def test_a_failing_job_generator_is_raised_as_is(engine: NativeEngine, bucket: str) -> None:
+    def jobs() -> Iterator[Callable[[], PutRequest]]:
+        yield put_job("gen/1", b"x")
+        raise OSError("listing the source failed")
+
+    with pytest.raises(OSError, match="listing the source failed"):
+        engine.put_many(bucket, jobs(), lambda r: None)
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
