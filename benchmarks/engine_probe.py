@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -282,7 +283,9 @@ def _native_publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
             options=TransferOptions(),
         )
         files = [e for e in collect_source(job["source"]) if not e.is_dir]
-        progress = Progress("probe", total_bytes=sum(e.size for e in files), total_files=len(files))
+        progress = Progress(
+            "probe", total_bytes=sum(e.size for e in files), total_files=len(files), logger=logging.getLogger("probe")
+        )
 
         def job_for(entry: Any) -> Any:
             def read() -> Any:
@@ -380,7 +383,12 @@ def _native_fetch(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
             paths = {e.path: safe_join(staging, e.path) for e in entries}
             for folder in {p.parent for p in paths.values()}:
                 folder.mkdir(parents=True, exist_ok=True)
-            progress = Progress("probe", total_bytes=sum(e.size for e in entries), total_files=len(entries))
+            progress = Progress(
+                "probe",
+                total_bytes=sum(e.size for e in entries),
+                total_files=len(entries),
+                logger=logging.getLogger("probe"),
+            )
             requests = [native.GetRequest(PREFIX + e.path, paths[e.path], e.version_id) for e in entries]
             got = {g.key: g for g in engine.get_many(bucket, requests, lambda n: progress.add(n))}
             for entry in entries:
