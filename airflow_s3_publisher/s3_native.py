@@ -108,6 +108,8 @@ PUT_ARGS = frozenset(
         "ContentLanguage",
     }
 )
+#: GetObject arguments the engine sends.
+GET_ARGS = frozenset({"ExpectedBucketOwner"})
 _ATTRIBUTES = {
     "ContentType": "Content-Type",
     "StorageClass": "Storage-Class",
@@ -411,12 +413,14 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ what it can send
 
-    def unsupported(self, args: Mapping[str, Any]) -> str | None:
-        """``None`` when the engine can send PutObject/GetObject with ``args``; otherwise why it cannot.
+    def unsupported(self, args: Mapping[str, Any], *, operation: str = "PutObject") -> str | None:
+        """``None`` when the engine can send ``operation`` with ``args``; otherwise why it cannot.
 
         :param args: request arguments in boto3's names, as a PutRequest or GetRequest carries them.
+        :param operation: ``PutObject`` (see :data:`PUT_ARGS`) or ``GetObject`` (``ExpectedBucketOwner``).
         """
-        unknown = sorted(set(args) - PUT_ARGS)
+        known = PUT_ARGS if operation == "PutObject" else GET_ARGS
+        unknown = sorted(set(args) - known)
         if unknown:
             return f"the native engine cannot send {', '.join(unknown)}"
         sse = args.get("ServerSideEncryption")
@@ -569,7 +573,7 @@ class NativeEngine:
     def _get_one(
         self, bucket: str, request: GetRequest, on_bytes: Callable[[int], None], stop: threading.Event
     ) -> GetResult:
-        problem = self.unsupported(request.args) or self.unsupported_key(request.key)
+        problem = self.unsupported(request.args, operation="GetObject") or self.unsupported_key(request.key)
         if problem:
             raise S3RequestError(
                 f"GetObject on s3://{bucket}/{request.key} cannot go through the native engine: {problem}",

@@ -395,6 +395,8 @@ def test_unsupported_arguments_and_keys_are_named(engine: NativeEngine) -> None:
     assert "SSECustomerKey" in (engine.unsupported({"SSECustomerKey": "k", "ContentType": "x"}) or "")
     assert "Content-Type" in (engine.unsupported({"Metadata": {"Content-Type": "x"}}) or "")
     assert engine.unsupported({"ServerSideEncryption": "nope"})
+    assert engine.unsupported({"ExpectedBucketOwner": "123456789012"}, operation="GetObject") is None
+    assert "ContentType" in (engine.unsupported({"ContentType": "x"}, operation="GetObject") or "")
     assert engine.unsupported_key("a/b c/d.txt") is None
     for key in ("a//b", "a/./b", "a/../b", "/a", "a/", "a\x01b"):
         assert engine.unsupported_key(key), key
