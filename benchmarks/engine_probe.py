@@ -627,9 +627,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     size += int(item["Size"])
         return count, size
 
+    by_round: dict[tuple[str, int], float] = {}
+
     def record(name: str, rnd: int, seconds: float | None, note: str, load: float, ok: bool) -> None:
         if seconds is not None and ok:
             results.setdefault(name, []).append(seconds)
+            by_round[name, rnd] = seconds
             rate = data.files / seconds
             print(f"  r{rnd} {name:<32} {seconds:6.2f} s {rate:7.0f} files/s  load {load:4.2f}  {note}", flush=True)
         else:
@@ -732,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     note += f" fetched {len(got)} files / {size} bytes, expected {data.files} / {data.size}"
                 record(variant, rnd, seconds, note, load, ok)
                 shutil.rmtree(dest, ignore_errors=True)
-        print("\nmedians (files/s; ratio to s5cmd of the same direction):")
+        print("\nmedians (files/s; ratio of medians to s5cmd of the same direction; median of the per-round ratios):")
         for direction, peer in (("put", "s5cmd"), ("get", "s5cmd-get")):
             names = put_variants if direction == "put" else get_variants
             peer_rate = data.files / statistics.median(results[peer]) if results.get(peer) else None
@@ -742,7 +745,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 rate = data.files / statistics.median(results[name])
                 ratio = f"{rate / peer_rate:5.2f}x" if peer_rate else "  -  "
-                print(f"  {name:<32} {rate:7.0f} files/s  {ratio}  ({len(results[name])} runs)")
+                # Per round, against the peer's run of the same round: steadier when the load drifts.
+                paired = [
+                    by_round[peer, rnd] / by_round[name, rnd]
+                    for rnd in range(1, args.rounds + 1)
+                    if (peer, rnd) in by_round and (name, rnd) in by_round
+                ]
+                per_round = f"{statistics.median(paired):5.2f}x" if paired else "  -  "
+                print(f"  {name:<32} {rate:7.0f} files/s  {ratio}  {per_round}  ({len(results[name])} runs)")
     finally:
         server.stop()
         if args.workdir is None:
