@@ -35,8 +35,9 @@ What it guarantees (each checked by tests/test_native_engine.py against a real S
 * **Errors** become :class:`S3RequestError` (operation, bucket, key, code, status, request id; the same
   hints as the boto3 path; never credentials; obstore's error kept as ``__cause__``).
 * **Never breaks a publish:** obstore is imported only in :meth:`NativeEngine.create`; a missing or
-  broken wheel, or a store that cannot be built, raises :class:`EngineUnavailable` (see
-  :func:`try_create`, which logs why and returns ``None``).
+  broken wheel, a store that cannot be built, or a process forked from one that had obstore loaded
+  (obstore's runtime threads do not survive a fork: its calls would hang) raises
+  :class:`EngineUnavailable` (see :func:`try_create`, which logs why and returns ``None``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -149,6 +151,19 @@ _NETWORK_CODES = {
     "Unknown": "HTTPClientError",
 }
 _DNS_LABELS = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9](\.[a-z0-9][a-z0-9-]*[a-z0-9])*$")
+
+
+#: Set in a child process forked while obstore was loaded: obstore's runtime threads do not survive a
+#: fork, and its calls would hang in the child.
+_forked_with_obstore = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_with_obstore
+    _forked_with_obstore = _forked_with_obstore or "obstore" in sys.modules
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class EngineUnavailable(S3PublisherError):
@@ -308,6 +323,11 @@ class NativeEngine:
         :raises EngineUnavailable: obstore is missing or broken, the session has no credentials, or a
             setting (from the connection or the environment) cannot be honoured; the message says which.
         """
+        if _forked_with_obstore:
+            raise EngineUnavailable(
+                "this process was forked from one that had loaded obstore, whose runtime threads do not survive "
+                "a fork (its requests would hang)"
+            )
         try:
             import obstore
             import obstore.exceptions

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import re
 import ssl
 import sys
@@ -791,6 +792,25 @@ def test_a_missing_obstore_makes_it_step_aside(
         is None
     )
     assert any("using boto3" in r.getMessage() and "obstore" in r.getMessage() for r in caplog.records)
+
+
+def test_a_process_forked_after_obstore_was_loaded_does_not_use_it(seaweed: SeaweedServer, bucket: str) -> None:
+    """obstore's runtime threads are gone in a forked child, where its calls would hang: the engine steps
+    aside there (exit code 3), while the parent keeps working."""
+    with engine_for(seaweed.endpoint) as engine:
+        put_all(engine, bucket, {"fork/parent": b"x"})
+        pid = os.fork()
+        if pid == 0:  # the child: report by exit code only, never return into pytest
+            code = 1
+            try:
+                engine_for(seaweed.endpoint)
+            except EngineUnavailable as err:
+                code = 3 if "forked" in str(err) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        put_all(engine, bucket, {"fork/parent-again": b"x"})
+    assert os.waitstatus_to_exitcode(status) == 3
 
 
 def test_no_credentials_makes_it_step_aside(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
