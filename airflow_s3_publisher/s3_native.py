@@ -50,7 +50,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -522,7 +522,7 @@ class NativeEngine:
                     stop.set()
                     return
 
-        self._run_workers(work, stop, "s3-native-put")
+        self._run_workers(work, stop, "s3-native-put", _known_length(jobs))
         if failures:
             raise failures[0]
         return done
@@ -585,7 +585,7 @@ class NativeEngine:
                     stop.set()
                     return
 
-        self._run_workers(work, stop, "s3-native-get")
+        self._run_workers(work, stop, "s3-native-get", _known_length(requests))
         if failures:
             raise failures[0]
         return done
@@ -634,8 +634,10 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ shared machinery
 
-    def _run_workers(self, work: Callable[[], None], stop: threading.Event, name: str) -> None:
-        threads = [threading.Thread(target=work, name=f"{name}-{n}", daemon=True) for n in range(self._concurrency)]
+    def _run_workers(self, work: Callable[[], None], stop: threading.Event, name: str, jobs: int | None) -> None:
+        """Run ``work`` in ``concurrency`` threads (fewer for fewer jobs) until each returns."""
+        count = self._concurrency if jobs is None else max(1, min(self._concurrency, jobs))
+        threads = [threading.Thread(target=work, name=f"{name}-{n}", daemon=True) for n in range(count)]
         for thread in threads:
             thread.start()
         try:
@@ -714,6 +716,11 @@ def try_create(session: boto3.Session, **kwargs: Any) -> NativeEngine | None:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _known_length(items: Iterable[Any]) -> int | None:
+    """How many items a list or other sized collection holds; None for a generator."""
+    return len(items) if isinstance(items, Sized) else None
 
 
 class _CredentialBridge:

@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from benchlib import datasets as ds  # noqa: E402
-from benchlib.runners import clean_environment, find_binary, run_command  # noqa: E402
+from benchlib.runners import CpuClock, clean_environment, find_binary, run_command  # noqa: E402
 
 from airflow_s3_publisher.manifest import MANIFEST_NAME  # noqa: E402
 
@@ -221,8 +221,13 @@ def _native_module() -> Any:
     return native
 
 
+#: What a publish adds to every object's metadata besides its sha256 (``+meta`` variants send it too).
+RUN_METADATA = {"airflow-dag-id": "probe", "airflow-run-id": "manual", "airflow-task-id": "publish"}
+
+
 def _engine_upload(job: dict[str, Any], files: list[Path], source: Path) -> Callable[[], dict[str, Any]]:
     native = _native_module()
+    extra = RUN_METADATA if "meta" in _parse(job["variant"])[2] else {}
 
     def make(path: Path) -> Callable[[], Any]:
         def job_() -> Any:
@@ -232,7 +237,7 @@ def _engine_upload(job: dict[str, Any], files: list[Path], source: Path) -> Call
                 key=PREFIX + path.relative_to(source).as_posix(),
                 body=data,
                 sha256=digest,
-                args={"ContentType": "application/octet-stream", "Metadata": {"sha256": digest.hex()}},
+                args={"ContentType": "application/octet-stream", "Metadata": {**extra, "sha256": digest.hex()}},
             )
 
         return job_
@@ -270,7 +275,7 @@ def _native_publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
     native = _native_module()
     objects = ObjectOptions()
-    run_metadata = {"airflow-dag-id": "probe", "airflow-run-id": "manual", "airflow-task-id": "publish"}
+    run_metadata = RUN_METADATA
 
     def call() -> dict[str, Any]:
         session, endpoint, region = _hook_session(job["conn_id"])
@@ -576,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
+    server_clock = CpuClock(server.pid)
     base = clean_environment(workdir)
     cli_env = {
         **base,
@@ -668,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for variant in put_variants[shift:] + put_variants[:shift]:
                 bucket = new_bucket()
                 load = _load()
+                server0 = server_clock.seconds()
                 log = logs / f"{bucket}.log"
                 if variant == "s5cmd":
                     argv = [
@@ -692,6 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ok = (count, size) == (data.files, data.size)
                 if not ok:
                     note += f" stored {count} files / {size} bytes, expected {data.files} / {data.size}"
+                server1 = server_clock.seconds()
+                if server0 is not None and server1 is not None:
+                    note += f", server cpu {server1 - server0:.1f}s"
                 record(variant, rnd, seconds, note, load, ok)
                 s3.delete_bucket(Bucket=bucket)
             shift = (rnd - 1) % max(1, len(get_variants))
@@ -700,6 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir(parents=True)
                 load = _load()
+                server0 = server_clock.seconds()
                 log = logs / f"get-{variant}-{rnd}.log"
                 if variant == "s5cmd-get":
                     argv = [
@@ -733,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ok = (len(got), size) == (data.files, data.size)
                 if not ok:
                     note += f" fetched {len(got)} files / {size} bytes, expected {data.files} / {data.size}"
+                server1 = server_clock.seconds()
+                if server0 is not None and server1 is not None:
+                    note += f", server cpu {server1 - server0:.1f}s"
                 record(variant, rnd, seconds, note, load, ok)
                 shutil.rmtree(dest, ignore_errors=True)
         print("\nmedians (files/s; ratio of medians to s5cmd of the same direction; median of the per-round ratios):")
