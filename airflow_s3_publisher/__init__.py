@@ -51,15 +51,15 @@ __all__ = [
 if TYPE_CHECKING:
     from airflow_s3_publisher.fetching import fetch
     from airflow_s3_publisher.operators import S3FetchOperator, S3PublishOperator
+    from airflow_s3_publisher.options import TransferOptions
     from airflow_s3_publisher.publishing import publish
-    from airflow_s3_publisher.s3 import TransferOptions
 
 _LAZY = {
     "S3PublishOperator": "airflow_s3_publisher.operators",
     "S3FetchOperator": "airflow_s3_publisher.operators",
     "publish": "airflow_s3_publisher.publishing",
     "fetch": "airflow_s3_publisher.fetching",
-    "TransferOptions": "airflow_s3_publisher.s3",
+    "TransferOptions": "airflow_s3_publisher.options",
 }
 
 

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
+from airflow_s3_publisher.cancel import Cancellation
 from airflow_s3_publisher.links import PublishedResultLink
-from airflow_s3_publisher.operators import PUBLISH_OPTION_NAMES, PUBLISH_TEMPLATE_FIELDS, PublishSettings
+from airflow_s3_publisher.operators import PUBLISH_TEMPLATE_FIELDS, PublishingTask
+from airflow_s3_publisher.settings import PublishSettings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 OUTPUT_DIR_ARG = "output_dir"
 
 
-class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOperator):
+class _S3PublishDecoratedOperator(PublishingTask, DecoratedOperator, PythonOperator):
     """Runs the function with an empty ``output_dir``, then publishes what it left there."""
 
     custom_operator_name = "@task.s3_publish"
@@ -37,16 +39,14 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
         python_callable: Callable[..., Any],
         op_args: Collection[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
-        bucket: str | None = None,
-        key: str | None = None,
-        endpoint: str | None = None,
-        region: str | None = None,
-        compress: bool | str = False,
-        publisher: str | Mapping[str, Any] | None = None,
-        aws_conn_id: str | None = "aws_default",
+        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
-        settings = {name: kwargs.pop(name) for name in PUBLISH_OPTION_NAMES if name in kwargs}
+        # Publish settings (PublishSettings' and ObjectOptions' fields) come as keyword arguments of the
+        # decorator, or from default_args, which Airflow hands over whole.
+        defaults = kwargs.get("default_args") or {}
+        given = {name: value for name, value in defaults.items() if PublishSettings.accepts(name)}
+        given.update({name: kwargs.pop(name) for name in list(kwargs) if PublishSettings.accepts(name)})
         op_kwargs = dict(op_kwargs or {})
         self._wants_output_dir = OUTPUT_DIR_ARG in signature(python_callable).parameters
         if self._wants_output_dir:
@@ -59,18 +59,10 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
             op_kwargs=op_kwargs,
             **kwargs,
         )
-        self._init_publish_settings(
-            bucket=bucket,
-            key=key,
-            endpoint=endpoint,
-            region=region,
-            compress=compress,
-            publisher=publisher,
-            aws_conn_id=aws_conn_id,
-            **settings,
-        )
+        self._init_publish_settings(given, asset_alias)
 
     def execute(self, context: Context) -> Any:
+        self.cancellation = Cancellation(self.log)  # on_kill while the function runs: the publish never starts
         output_dir = Path(tempfile.mkdtemp(prefix=f"s3publish-{self.task_id}-"))
         try:
             if self._wants_output_dir:
@@ -89,6 +81,11 @@ class _S3PublishDecoratedOperator(PublishSettings, DecoratedOperator, PythonOper
             return self._publish(source, context, self.log)
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
+
+    def on_kill(self) -> None:
+        """Airflow stops the task: abort every multipart upload in flight (see S3PublishOperator.on_kill)."""
+        self._cancel_publish(self.task_id, self.log)
+        super().on_kill()
 
 
 def s3_publish_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:

@@ -10,33 +10,31 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, FetchError, S3PublisherError, S3RequestError
+from airflow_s3_publisher.extract import DEFAULT_MAX_EXTRACT_BYTES
+from airflow_s3_publisher.extract_native import choose_extractor
+from airflow_s3_publisher.hashing import HashingReader, b64
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, parse_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
-from airflow_s3_publisher.packing import DEFAULT_MAX_EXTRACT_BYTES, extract_tar_gz, safe_join
+from airflow_s3_publisher.options import MiB, TransferOptions
+from airflow_s3_publisher.paths import safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
-from airflow_s3_publisher.result import PublishedResult, sha256_digest
-from airflow_s3_publisher.s3 import (
-    Connection,
-    HashingReader,
-    MiB,
-    TransferOptions,
-    b64,
-    connect,
-    get_object,
-    list_keys,
-)
+from airflow_s3_publisher.readahead import ReadAhead
+from airflow_s3_publisher.result import PublishedResult, as_source, sha256_digest
+from airflow_s3_publisher.s3 import GetRequest, GetResult, S3Client, connect
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
 
 def fetch(
-    result: PublishedResult | Mapping[str, Any],
+    result: PublishedResult | Mapping[str, Any] | str | ObjectStoragePath,
     destination: str | os.PathLike[str],
     *,
     aws_conn_id: str | None = "aws_default",
@@ -45,19 +43,25 @@ def fetch(
     max_extract_bytes: int = DEFAULT_MAX_EXTRACT_BYTES,
     expected_bucket_owner: str | None = None,
     transfer: TransferOptions | None = None,
+    client: S3Client | None = None,
     logger: LogLike | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Download what ``result`` describes into ``destination`` and return ``destination``.
 
     :param result: a PublishedResult or its dict (also any S3 input source spec: Bucket, Key, Region,
-        Endpoint, VersionID, ChecksumSHA256, Filter).
+        Endpoint, VersionID, ChecksumSHA256, Filter), its JSON text, an ``s3://bucket/key`` URI or an
+        ``ObjectStoragePath`` on S3 (see :func:`~airflow_s3_publisher.result.as_source`).
     :param destination: local directory; created if missing. Files land below it.
     :param extract: unpack a ``.tar.gz`` object into ``destination`` (safely: nothing may land outside).
     :param filter: regex searched in each key's path below a prefix; only matching objects are fetched.
         Overrides the result's ``Filter``.
     :param max_extract_bytes: stop extracting (with an error) past this many bytes of content.
     :param expected_bucket_owner: 12-digit account id sent as ExpectedBucketOwner on every request.
+    :param transfer: concurrency, retries, timeouts, checksums and the request engine (with ``client``:
+        replaces its concurrency, checksums and engine).
+    :param client: an :class:`~airflow_s3_publisher.s3.S3Client` to use instead of building one from
+        ``aws_conn_id`` and the result's endpoint and region.
     :param logger: where progress lines (every 10 s), the summary and warnings go; this module's logger
         by default.
     :param on_progress: called with a :class:`~airflow_s3_publisher.progress.Snapshot` (bytes and files
@@ -69,22 +73,24 @@ def fetch(
         Otherwise one object is downloaded (pinned to VersionID when given) and its SHA-256 is checked
         against ChecksumSHA256. On any failure ``destination`` is left exactly as it was.
     """
-    spec = result if isinstance(result, PublishedResult) else PublishedResult.from_dict(result)
+    spec = as_source(result)
     pattern = filter if filter is not None else spec.filter
     try:
         regex = re.compile(pattern) if pattern else None
     except re.error as err:
         raise FetchError(f"invalid filter regex {pattern!r}: {err}") from None
-    options = transfer or TransferOptions()
     target = Path(destination)
-    conn = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=options)
+    if client is None:
+        client = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=transfer)
+    else:
+        client = client.with_options(transfer)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
     except OSError as err:
         raise FetchError(f"cannot prepare the destination {target}: {err}") from err
     owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
-    job = _Fetch(conn, spec, staging, options, owner, logger or log, on_progress)
+    job = _Fetch(client, spec, staging, owner, logger or log, on_progress)
     try:
         if spec.is_prefix:
             job.prefix(regex)
@@ -102,10 +108,9 @@ def fetch(
 
 @dataclass(frozen=True, slots=True)
 class _Fetch:
-    conn: Connection
+    client: S3Client
     spec: PublishedResult
     staging: Path
-    options: TransferOptions
     owner: dict[str, Any]
     logger: LogLike
     on_progress: ProgressCallback | None
@@ -113,13 +118,18 @@ class _Fetch:
     def object(self, *, extract: bool, max_bytes: int) -> None:
         spec = self.spec
         expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
-        body, size = get_object(self.conn, spec.bucket, spec.key, spec.version_id, self.owner)
-        progress = Progress(spec.uri, total_bytes=size, total_files=1, logger=self.logger, on_update=self.on_progress)
-        reader = HashingReader(body, on_bytes=progress.add)
+        body = self.client.get_object(spec.bucket, spec.key, spec.version_id, self.owner)
+        progress = Progress(
+            spec.uri, total_bytes=body.size, total_files=1, logger=self.logger, on_update=self.on_progress
+        )
+        reader = HashingReader(body.stream, on_bytes=progress.add)
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
                 try:
-                    stats = extract_tar_gz(reader, self.staging, max_bytes=max_bytes)
+                    # Read ahead: receiving and hashing overlap extraction. Closed (its thread joined)
+                    # before anything below reads `reader` again.
+                    with ReadAhead(reader) as ahead:
+                        stats = choose_extractor(self.logger)(ahead, self.staging, max_bytes=max_bytes)
                 except S3PublisherError as err:
                     # Bytes that are not the published archive explain the failure better than its symptom.
                     reader.drain()
@@ -134,7 +144,7 @@ class _Fetch:
                         out.write(chunk)
                 what = "1 file"
         finally:
-            body.close()
+            body.stream.close()
         progress.add(0, 1)
         progress.finish()
         if expected is not None and not hmac.compare_digest(reader.sha256, expected):
@@ -147,14 +157,15 @@ class _Fetch:
         spec = self.spec
         manifest = self._manifest()
         if manifest is None:
-            listed = [
-                (key[len(spec.key) :], size) for key, size in list_keys(self.conn, spec.bucket, spec.key, self.owner)
-            ]
-            entries = [ManifestEntry(rel, size, "") for rel, size in listed if rel and not rel.endswith("/")]
+            listed = self.client.list_objects(spec.bucket, spec.key, self.owner)
+            entries = [ManifestEntry(key[len(spec.key) :], size, "") for key, size in listed]
+            entries = [e for e in entries if e.path and not e.path.endswith("/")]
         else:
             entries = manifest
         wanted = [e for e in entries if regex is None or regex.search(e.path)]
-        paths = [(entry, safe_join(self.staging, entry.path)) for entry in wanted]
+        paths = {entry.path: safe_join(self.staging, entry.path) for entry in wanted}
+        for path in {path.parent for path in paths.values()}:
+            path.mkdir(parents=True, exist_ok=True)
         progress = Progress(
             spec.uri,
             total_bytes=sum(e.size for e in wanted),
@@ -162,9 +173,26 @@ class _Fetch:
             logger=self.logger,
             on_update=self.on_progress,
         )
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool:
-            for future in [pool.submit(self._download, entry, path, progress) for entry, path in paths]:
-                future.result()
+        requests = (GetRequest(spec.key + e.path, paths[e.path], e.version_id, self.owner) for e in wanted)
+        by_path = {entry.path: entry for entry in wanted}
+
+        def verify(result: GetResult) -> None:
+            entry = by_path[result.request.key[len(spec.key) :]]
+            if entry.sha256 and (result.size != entry.size or result.sha256 != sha256_digest(entry.sha256)):
+                uri = f"s3://{spec.bucket}/{result.request.key}"
+                raise _mismatch(uri, entry.version_id, result.sha256, entry.sha256)
+            progress.add(0, 1)
+
+        try:
+            self.client.engine(self.owner, self.logger).get_many(spec.bucket, requests, progress.add, verify)
+        except S3RequestError as err:
+            if manifest is not None and err.is_not_found:
+                missing = (err.key or "")[len(spec.key) :]
+                raise FetchError(
+                    f"the prefix {spec.uri} is incomplete: its manifest lists {missing!r}, which is missing "
+                    f"({err.code})"
+                ) from err
+            raise
         progress.finish()
         checked = "each checked against the manifest" if manifest is not None else "no manifest to check against"
         self.logger.info(
@@ -181,14 +209,14 @@ class _Fetch:
         spec = self.spec
         key = spec.key + MANIFEST_NAME
         try:
-            body = get_object(self.conn, spec.bucket, key, spec.version_id, self.owner).stream
+            body = self.client.get_object(spec.bucket, key, spec.version_id, self.owner).stream
         except S3RequestError as err:
             if spec.checksum_sha256:
                 raise FetchError(
                     f"the published result promises a manifest at s3://{spec.bucket}/{key}, but it cannot be "
                     f"read: {err}"
                 ) from err
-            if err.code in ("NoSuchKey", "404", "NotFound"):
+            if err.is_not_found:
                 return None
             raise
         try:
@@ -201,35 +229,13 @@ class _Fetch:
                 raise _mismatch(f"s3://{spec.bucket}/{key}", spec.version_id, actual, spec.checksum_sha256)
         return parse_manifest(data, f"s3://{spec.bucket}/{key}")
 
-    def _download(self, entry: ManifestEntry, path: Path, progress: Progress) -> None:
-        spec = self.spec
-        key = spec.key + entry.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            body = get_object(self.conn, spec.bucket, key, entry.version_id, self.owner).stream
-        except S3RequestError as err:
-            if entry.sha256 and err.code in ("NoSuchKey", "NoSuchVersion", "404"):
-                raise FetchError(
-                    f"the prefix {spec.uri} is incomplete: its manifest lists {entry.path!r}, which is missing "
-                    f"({err.code})"
-                ) from err
-            raise
-        reader = HashingReader(body, on_bytes=progress.add)
-        try:
-            with open(path, "wb") as out:
-                while chunk := reader.read(MiB):
-                    out.write(chunk)
-        finally:
-            body.close()
-        if entry.sha256 and (reader.size != entry.size or reader.sha256 != sha256_digest(entry.sha256)):
-            raise _mismatch(f"s3://{spec.bucket}/{key}", entry.version_id, reader.sha256, entry.sha256)
-        progress.add(0, 1)
-
 
 def _mismatch(uri: str, version_id: str, actual: bytes, expected: str) -> ChecksumMismatchError:
     return ChecksumMismatchError(
         f"{uri} (version {version_id or 'latest'}) has SHA-256 {b64(actual)} but the published result "
-        f"says {expected}; nothing was written to the destination"
+        f"says {expected}; nothing was written to the destination",
+        expected=expected,
+        actual=b64(actual),
     )
 
 

@@ -10,7 +10,7 @@ from airflow.sdk.execution_time.xcom import XCom
 
 from airflow_s3_publisher.exceptions import S3PublisherError
 from airflow_s3_publisher.result import PublishedResult
-from airflow_s3_publisher.s3 import is_aws_endpoint
+from airflow_s3_publisher.spec import is_aws_endpoint
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -1,4 +1,4 @@
-"""Per-object settings (metadata, tags, content type, storage class, encryption, bucket owner).
+"""Options a publish or fetch takes besides its spec: per-object settings and transfer settings.
 
 Pure logic: validates the values and builds the PutObject arguments; knows nothing of boto3.
 """
@@ -15,6 +15,19 @@ from urllib.parse import urlencode
 
 from airflow_s3_publisher.exceptions import InvalidSpecError
 
+__all__ = [
+    "ENGINES",
+    "MAX_METADATA_BYTES",
+    "MiB",
+    "SSE_MODES",
+    "ObjectOptions",
+    "TransferOptions",
+    "guess_content_type",
+]
+
+MiB = 1024 * 1024
+#: The request engines for many small objects; see :attr:`TransferOptions.engine`.
+ENGINES = ("auto", "native", "boto3")
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 _META_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
@@ -104,3 +117,61 @@ def guess_content_type(name: str, *, archive: bool) -> str:
         return "application/gzip"
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    """How bytes move: part size, parallelism, retries, timeouts, checksums and the request engine.
+
+    :param part_size: multipart part size in bytes; an archive up to this size goes in one PUT.
+    :param multipart_threshold: files of a plain publish up to this size go in one PUT each (many in
+        parallel); larger ones go as multipart uploads.
+    :param concurrency: requests in flight at once (files or parts) on the boto3 path; the parts of one
+        multipart upload held in memory are capped near 64 MiB (at least one part).
+    :param max_attempts: attempts per request, first included.
+    :param retry_mode: botocore retry mode: ``standard``, ``adaptive`` or ``legacy``.
+    :param connect_timeout: seconds to wait for a connection before retrying.
+    :param read_timeout: seconds to wait for a response before retrying.
+    :param checksums: send the SHA-256 of every object or part so S3 verifies what it receives; turn
+        off only for stores that reject checksum headers.
+    :param spool_archives: compress an archive into a temporary file (in ``TMPDIR``) before uploading
+        it, so that even an archive larger than ``part_size`` carries its SHA-256 in its metadata.
+        Costs disk space for the archive and time: compression and upload no longer overlap.
+    :param engine: who sends the single-PUT objects of a plain publish and the GETs of a prefix fetch:
+        ``auto`` (the native engine where it is installed and can send every option, else boto3),
+        ``native`` (the native engine, or an error saying why it cannot serve) or ``boto3``.
+    """
+
+    part_size: int = 8 * MiB
+    multipart_threshold: int = 16 * MiB
+    concurrency: int = 8
+    max_attempts: int = 5
+    retry_mode: str = "standard"
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    checksums: bool = True
+    spool_archives: bool = False
+    engine: str = "auto"
+
+    @property
+    def parts_in_memory(self) -> int:
+        """Parts of one multipart upload held at once: ``concurrency``, capped near 64 MiB in all."""
+        return max(1, min(self.concurrency, (64 * MiB) // self.part_size))
+
+    def __post_init__(self) -> None:
+        if self.part_size < 5 * MiB:
+            raise InvalidSpecError(f"part_size {self.part_size} is below S3's minimum of 5 MiB (5242880 bytes)")
+        if self.multipart_threshold < 1:
+            raise InvalidSpecError(f"multipart_threshold {self.multipart_threshold} must be at least 1 byte")
+        if self.concurrency < 1:
+            raise InvalidSpecError(f"concurrency {self.concurrency} must be at least 1")
+        if self.max_attempts < 1:
+            raise InvalidSpecError(f"max_attempts {self.max_attempts} must be at least 1")
+        if self.retry_mode not in ("standard", "adaptive", "legacy"):
+            raise InvalidSpecError(f"retry_mode {self.retry_mode!r} must be 'standard', 'adaptive' or 'legacy'")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidSpecError(f"{name} {value!r} must be a number of seconds above 0")
+        if self.engine not in ENGINES:
+            raise InvalidSpecError(f"engine {self.engine!r} must be one of {', '.join(map(repr, ENGINES))}")

@@ -243,6 +243,12 @@ def validate_endpoint(endpoint: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def is_aws_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` is AWS's own S3 (or empty: boto3's default), where virtual-hosted addressing is the norm."""
+    host = urlsplit(endpoint).hostname or ""
+    return not endpoint or host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
 def validate_region(region: str) -> str:
     """Return ``region`` if it looks like a region name (``us-east-1``, ``auto``...)."""
     if region and not _REGION.match(region):

@@ -1,4 +1,4 @@
-"""Benchmark airflow-s3-publisher against s5cmd, rclone, aws-cli, boto3 and tar | pigz (issue #3).
+"""Benchmark airflow-s3-publisher against s5cmd, rclone, aws-cli, boto3 and tar | pigz (issues #3 and #9).
 
     .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--runs N] [--profile]
 
@@ -6,9 +6,11 @@ Starts one SeaweedFS (``weed mini``, GOMEMLIMIT=1GiB) on loopback, generates the
 dir, then runs every case N times, alternating our tool and the peers (the order rotates each round).
 Every upload run gets a fresh, unversioned bucket (warmed with one tiny object so the server's volume
 allocation is not timed), is checked (object count and bytes) and the bucket is deleted afterwards,
-so every tool meets the same server in the same state. Prints medians and the issue's targets, writes
-``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run (no ``--quick``,
-no ``--only``) also writes ``benchmarks/chart.png``, the chart the README shows.
+so every tool meets the same server in the same state. The ``scale-*`` cases run ours alone on
+fewer and more files (and smaller and larger archives) than the main cases, whose runs of ours are
+the middle point of each scaling series. Prints medians, the issue's targets and the scaling
+verdicts, writes ``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run
+(no ``--quick``, no ``--only``) also writes ``benchmarks/chart.png``, the chart docs/performance.md shows.
 
 ``--profile [CASE]`` instead runs our tool once on one case (default: plain-small) under py-spy and
 prints where its CPU time goes.
@@ -30,7 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +43,15 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from benchlib import datasets as ds  # noqa: E402
+from benchlib.estimate import RunPlan, estimate_minutes, history_rates  # noqa: E402
 from benchlib.report import (  # noqa: E402
+    FETCH_PEER,
+    OURS_BOTO3,
+    PIGZ,
+    PIGZ_PIPE,
+    PREFIX_PEER,
+    SCALING,
     CaseSummary,
-    Target,
     ToolSummary,
     draw_chart,
     evaluate_targets,
@@ -66,6 +74,7 @@ from benchlib.runners import (  # noqa: E402
     wait_for_quiet,
 )
 
+from airflow_s3_publisher.manifest import MANIFEST_NAME  # noqa: E402
 from tools.seaweed import Identity, SeaweedServer  # noqa: E402
 
 if TYPE_CHECKING:
@@ -74,11 +83,13 @@ if TYPE_CHECKING:
 RESULTS = HERE / "results"
 REQUIREMENTS = HERE / "requirements.txt"
 COMMITTED_CHART = HERE / "chart.png"
+#: Default time budget: a full run needs ~35 min (native engine for small files) to ~60 (boto3 alone), quiet.
+MAX_MINUTES = 120.0
 WARM_KEY = "_warm"
+#: Our tools and the request engine each asks for (None: the package's default, ``auto``).
+OURS_ENGINES: dict[str, str | None] = {"ours": None, OURS_BOTO3: "boto3"}
 PLAIN_TOOLS = ("ours", "s5cmd", "rclone", "aws-cli", "boto3 x32")
-PIGZ = "tar|pigz -1"
-PIGZ_PIPE = "tar|pigz -1|s5cmd pipe"
-FETCH_PEER = "s5cmd cp + tar -xzf"
+SMALL_TOOLS = ("ours", OURS_BOTO3, "s5cmd", "rclone", "aws-cli", "boto3 x32")
 
 
 @dataclass(frozen=True)
@@ -86,33 +97,61 @@ class Case:
     """One benchmark case: a dataset, what is done with it, and the tools compared."""
 
     name: str
-    title: str
+    title: str  # "{data}" is replaced by the dataset's description
     dataset: str
-    kind: str  # "plain", "compressed" or "fetch"
+    kind: str  # "plain", "compressed", "fetch" (a tar.gz, extracted) or "fetch-plain" (a prefix)
     unit: str  # "files/s" or "MB/s"
     tools: tuple[str, ...]
     informational: tuple[str, ...] = ()
 
 
 CASES: tuple[Case, ...] = (
-    Case("plain-small", "plain upload, {small}", "small", "plain", "files/s", PLAIN_TOOLS),
-    Case("plain-big", "plain upload, {big}", "big", "plain", "MB/s", PLAIN_TOOLS),
-    Case("plain-medium", "plain upload, {medium}", "medium", "plain", "MB/s", PLAIN_TOOLS),
+    Case("plain-small", "plain upload, {data}", "small", "plain", "files/s", SMALL_TOOLS, ("boto3 x32",)),
+    Case(
+        "fetch-plain-small",
+        "plain fetch of that prefix, manifest verified ({data})",
+        "small",
+        "fetch-plain",
+        "files/s",
+        ("ours", OURS_BOTO3, PREFIX_PEER),
+    ),
+    Case("plain-big", "plain upload, {data}", "big", "plain", "MB/s", PLAIN_TOOLS, ("boto3 x32",)),
+    Case("plain-medium", "plain upload, {data}", "medium", "plain", "MB/s", PLAIN_TOOLS, ("boto3 x32",)),
     Case(
         "compressed-small",
-        "tar.gz publish, {small} (peers: raw)",
+        "tar.gz publish, {data} (s5cmd: raw upload)",
         "small",
         "compressed",
         "files/s",
-        ("ours", "s5cmd", PIGZ, PIGZ_PIPE),
-        (PIGZ, PIGZ_PIPE),
+        ("ours", PIGZ_PIPE, "s5cmd", PIGZ),
+        ("s5cmd", PIGZ),
+    ),
+    Case("compressed-csv", "tar.gz publish, {data}", "csv", "compressed", "MB/s", ("ours", PIGZ, PIGZ_PIPE)),
+    Case("fetch-small", "fetch + extract the tar.gz of {data}", "small", "fetch", "files/s", ("ours", FETCH_PEER)),
+    Case("fetch-csv", "fetch + extract the tar.gz of {data}", "csv", "fetch", "MB/s", ("ours", FETCH_PEER)),
+    # Scaling series (issue #9): ours alone; the middle point of each is the main case above.
+    Case("scale-publish-lo", "scaling: plain upload, {data}", "small-lo", "plain", "files/s", ("ours",)),
+    Case("scale-publish-hi", "scaling: plain upload, {data}", "small-hi", "plain", "files/s", ("ours",)),
+    Case(
+        "scale-fetch-lo",
+        "scaling: plain fetch, manifest verified, {data}",
+        "small-lo",
+        "fetch-plain",
+        "files/s",
+        ("ours",),
     ),
     Case(
-        "compressed-csv", "tar.gz publish, {csv}", "csv", "compressed", "MB/s", ("ours", PIGZ, PIGZ_PIPE), (PIGZ_PIPE,)
+        "scale-fetch-hi",
+        "scaling: plain fetch, manifest verified, {data}",
+        "small-hi",
+        "fetch-plain",
+        "files/s",
+        ("ours",),
     ),
-    Case("fetch-small", "fetch + extract the tar.gz of {small}", "small", "fetch", "files/s", ("ours", FETCH_PEER)),
-    Case("fetch-csv", "fetch + extract the tar.gz of {csv}", "csv", "fetch", "MB/s", ("ours", FETCH_PEER)),
+    Case("scale-csv-lo", "scaling: tar.gz publish, {data}", "csv-lo", "compressed", "MB/s", ("ours",)),
+    Case("scale-csv-hi", "scaling: tar.gz publish, {data}", "csv-hi", "compressed", "MB/s", ("ours",)),
 )
+CASE_BY_NAME = {case.name: case for case in CASES}
 
 
 @dataclass
@@ -271,7 +310,7 @@ def upload_tool(bench: Bench, tool: str, data: ds.Dataset, bucket: str, prefix: 
     log = bench.logs / f"{bucket}-{_slug(tool)}.log"
     timeout = timeout_for(data)
     b = bench.binaries
-    if tool == "ours":
+    if tool in OURS_ENGINES:
         job = {
             "kind": "publish",
             "source": src,
@@ -280,6 +319,7 @@ def upload_tool(bench: Bench, tool: str, data: ds.Dataset, bucket: str, prefix: 
             "conn_id": CONN_ID,
             "key": prefix + "archive" if compress else prefix,
             "server_pid": bench.server.pid,
+            **_engine_job(tool),
         }
         return run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
     if tool == "boto3 x32":
@@ -347,6 +387,12 @@ def upload_tool(bench: Bench, tool: str, data: ds.Dataset, bucket: str, prefix: 
     return Outcome.failed(f"unknown tool {tool}")
 
 
+def _engine_job(tool: str) -> dict[str, str]:
+    """The child job's ``engine`` entry for one of our tools (none: the package's default)."""
+    engine = OURS_ENGINES.get(tool)
+    return {"engine": engine} if engine else {}
+
+
 def gzip_size(bench: Bench, data: ds.Dataset, timeout: float) -> int | None:
     """Bytes of ``tar -c | pigz -p 2 -1`` of ``data`` (untimed; for the compression ratio)."""
     compressor = "pigz -p 2 -1" if bench.binaries["pigz"] else "gzip -1"
@@ -373,8 +419,9 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")
 
 
-def tree_stats(root: Path) -> tuple[int, int]:
-    files = [p for p in root.rglob("*") if p.is_file()]
+def tree_stats(root: Path, ignore: Path | None = None) -> tuple[int, int]:
+    """Files below ``root`` and their bytes (``ignore``: one file not to count)."""
+    files = [p for p in root.rglob("*") if p.is_file() and p != ignore]
     return len(files), sum(p.stat().st_size for p in files)
 
 
@@ -384,10 +431,14 @@ def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, An
     data = bench.data[case.dataset]
     results: dict[str, list[dict[str, Any]]] = {tool: [] for tool in case.tools}
     pigz_size: int | None = None
+    prefix: dict[str, Any] | None = None
+    prefix_bucket = prefix_error = ""
+    if case.kind == "fetch-plain":  # one published prefix for every round: publishing it is the slow part
+        prefix_bucket, prefix, prefix_error = prepare_prefix(bench, data)
     for rnd in range(runs):
         order = list(case.tools[rnd % len(case.tools) :] + case.tools[: rnd % len(case.tools)])
-        archive: dict[str, Any] | None = None
-        fetch_bucket = setup_error = ""
+        archive: dict[str, Any] | None = prefix
+        fetch_bucket, setup_error = "", prefix_error
         if case.kind == "fetch":
             fetch_bucket, archive, setup_error = prepare_archive(bench, data)
         for tool in order:
@@ -408,6 +459,8 @@ def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, An
             os.sync()  # nothing a tool wrote stays dirty for the next one to flush
         if fetch_bucket:
             bench.drop_bucket(fetch_bucket)
+    if prefix_bucket:
+        bench.drop_bucket(prefix_bucket)
     bench.server_rss[case.name] = bench.clock.rss()
     return results
 
@@ -417,9 +470,11 @@ def run_one(
 ) -> Outcome:
     if time.monotonic() > bench.deadline:
         return Outcome.failed("skipped: time budget (--max-minutes) exhausted")
-    if case.kind == "fetch":
+    if case.kind in ("fetch", "fetch-plain"):
         if archive is None:
-            return Outcome.failed(f"no archive to fetch: {setup_error}")
+            return Outcome.failed(f"nothing to fetch: {setup_error}")
+        if case.kind == "fetch-plain":
+            return fetch_prefix_tool(bench, tool, data, archive, rnd)
         return fetch_tool(bench, tool, data, archive, rnd)
     return upload_run(bench, case, tool, data, rnd)
 
@@ -477,6 +532,81 @@ def prepare_archive(bench: Bench, data: ds.Dataset) -> tuple[str, dict[str, Any]
     return bucket, {"bucket": bucket, "key": key, "result": {"Bucket": bucket, "Key": key}}, ""
 
 
+def prepare_prefix(bench: Bench, data: ds.Dataset) -> tuple[str, dict[str, Any] | None, str]:
+    """A fresh bucket holding ``data`` published plain by ours with a manifest (untimed setup).
+
+    Returns the bucket, ``{"bucket", "key", "result"}`` (``result``: the PublishedResult dict, whose
+    ChecksumSHA256 pins the manifest) or None, and why not.
+    """
+    if time.monotonic() > bench.deadline:
+        return "", None, "skipped: time budget (--max-minutes) exhausted"
+    try:
+        bucket = bench.new_bucket()
+    except Exception as err:
+        return "", None, f"could not create a bucket: {err}"
+    prefix = f"fetch/{secrets.token_hex(3)}/"
+    job = {
+        "kind": "publish",
+        "source": str(data.path),
+        "bucket": bucket,
+        "compress": False,
+        "manifest": True,
+        "conn_id": CONN_ID,
+        "key": prefix,
+        "server_pid": bench.server.pid,
+    }
+    ours = run_child(
+        job, env=bench.child_env, timeout=timeout_for(data, child=True), log=bench.logs / f"{bucket}-setup.log"
+    )
+    if not ours.ok or not ours.extra.get("result"):
+        return bucket, None, f"setup: ours could not publish the prefix with a manifest: {ours.error}"
+    count, _size = bench.stored(bucket, prefix)
+    if count != data.files + 1:
+        return bucket, None, f"setup: the prefix holds {count} objects, expected {data.files} files + the manifest"
+    engines = ",".join(ours.extra.get("engines") or []) or "-"
+    print(
+        f"  (setup: ours published {data.files:,} files + manifest in {ours.seconds or 0:.2f} s, engine {engines})",
+        flush=True,
+    )
+    return bucket, {"bucket": bucket, "key": prefix, "result": ours.extra["result"]}, ""
+
+
+def fetch_prefix_tool(bench: Bench, tool: str, data: ds.Dataset, published: dict[str, Any], rnd: int) -> Outcome:
+    """Download every file of a published prefix: ours verifies each against the manifest; the peer is
+    ``s5cmd cp 's3://bucket/prefix/*' dest/`` (which also downloads the manifest object: not counted)."""
+    dest = bench.workdir / "fetched" / f"{_slug(tool)}-{rnd}"
+    shutil.rmtree(dest, ignore_errors=True)
+    log = bench.logs / f"fetch-prefix-{data.name}-{_slug(tool)}-{rnd}.log"
+    try:
+        if tool in OURS_ENGINES:
+            job = {
+                "kind": "fetch",
+                "result": published["result"],
+                "destination": str(dest),
+                "conn_id": CONN_ID,
+                "server_pid": bench.server.pid,
+                **_engine_job(tool),
+            }
+            outcome = run_child(job, env=bench.child_env, timeout=timeout_for(data, child=True), log=log)
+        elif not bench.binaries["s5cmd"]:
+            return Outcome.failed("s5cmd not installed")
+        else:
+            dest.mkdir(parents=True)
+            url = f"s3://{published['bucket']}/{published['key']}*"
+            argv = [bench.binaries["s5cmd"], "--endpoint-url", bench.target.endpoint, "--log", "error", "cp"]
+            argv += [url, str(dest) + "/"]
+            outcome = run_command(argv, env=bench.cli_env, timeout=timeout_for(data), log=log, server=bench.clock)
+        if outcome.ok:
+            files, size = tree_stats(dest, ignore=dest / MANIFEST_NAME)
+            outcome.extra.update(files=files, bytes=size)
+            if (files, size) != (data.files, data.size):
+                outcome.ok = False
+                outcome.error = f"fetched {files} files / {size} bytes, expected {data.files} / {data.size}"
+        return outcome
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
 def fetch_tool(bench: Bench, tool: str, data: ds.Dataset, archive: dict[str, Any], rnd: int) -> Outcome:
     dest = bench.workdir / "fetched" / f"{_slug(tool)}-{rnd}"
     shutil.rmtree(dest, ignore_errors=True)
@@ -521,7 +651,12 @@ def _print_run(case: Case, tool: str, rnd: int, outcome: Outcome, data: ds.Datas
         return
     rate = data.files / outcome.seconds if case.unit == "files/s" else data.size / outcome.seconds / 1e6
     rss = f"  peak RSS {outcome.rss_peak / 2**20:.0f} MiB" if outcome.rss_peak else ""
-    print(f"  {case.name:<17} r{rnd} {tool:<24} {outcome.seconds:8.2f} s {rate:10,.1f} {case.unit}{rss}", flush=True)
+    engines = outcome.extra.get("engines")
+    engine = f"  engine {','.join(engines)}" if engines else ""
+    print(
+        f"  {case.name:<17} r{rnd} {tool:<24} {outcome.seconds:8.2f} s {rate:10,.1f} {case.unit}{rss}{engine}",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -532,12 +667,19 @@ def profile_case(bench: Bench, case: Case, top: int = 25) -> None:
         print("py-spy is not installed (pip install -r benchmarks/requirements.txt)")
         return
     data = bench.data[case.dataset]
-    bucket, archive, error = prepare_archive(bench, data) if case.kind == "fetch" else (bench.new_bucket(), None, "")
+    if case.kind == "fetch":
+        bucket, archive, error = prepare_archive(bench, data)
+    elif case.kind == "fetch-plain":
+        bucket, archive, error = prepare_prefix(bench, data)
+    else:
+        bucket, archive, error = bench.new_bucket(), None, ""
     raw = RESULTS / f"profile-{case.name}.txt"
     job: dict[str, Any] = {"conn_id": CONN_ID, "server_pid": bench.server.pid}
-    if case.kind == "fetch":
+    if case.kind in ("fetch", "fetch-plain"):
         if archive is None:
-            print(f"profile run failed: no archive to fetch: {error}")
+            print(f"profile run failed: nothing to fetch: {error}")
+            if bucket:
+                bench.drop_bucket(bucket)
             return
         job.update(kind="fetch", result=archive["result"], destination=str(bench.workdir / "fetched" / "profile"))
     else:
@@ -611,19 +753,36 @@ def _frame(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- main
 def select_cases(only: Sequence[str] | None) -> list[Case]:
+    """The cases ``--only`` names (by name or prefix; all without it), in the order of :data:`CASES`.
+
+    A scaling case needs its series' middle point, a main case's run of ours: when that main case is
+    not selected, it is added with ours alone (so ``--only scale`` runs every scaling point once).
+    """
     if not only:
         return list(CASES)
     wanted = [name.strip() for item in only for name in item.split(",") if name.strip()]
     chosen = [case for case in CASES if any(case.name == w or case.name.startswith(w) for w in wanted)]
     if not chosen:
-        names = ", ".join(case.name for case in CASES)
-        raise SystemExit(f"--only {', '.join(wanted)} matches no case; cases: {names}")
-    return chosen
+        known = ", ".join(case.name for case in CASES)
+        raise SystemExit(f"--only {', '.join(wanted)} matches no case; cases: {known}")
+    names = {case.name for case in chosen}
+    for series in SCALING:
+        if series.middle not in names and any(name in names for name in series.cases if name != series.middle):
+            base = CASE_BY_NAME[series.middle]
+            title = base.title + " (ours only)"
+            chosen.append(replace(base, tools=("ours",), informational=(), title=title))
+            names.add(base.name)
+    order = {case.name: index for index, case in enumerate(CASES)}
+    return sorted(chosen, key=lambda case: order[case.name])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 round, smaller datasets (2,000 files, 256 MiB)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round, smaller datasets (2,000 files, 256 MiB; scaling 500 / 2,000 / 10,000 files, 64 / 256 / 512 MiB)",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -639,7 +798,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where datasets and server data go (kept, datasets reused); default: a temp dir",
     )
     parser.add_argument(
-        "--max-minutes", type=float, default=40.0, help="skip the remaining runs after this long (default 40)"
+        "--max-minutes",
+        type=float,
+        default=MAX_MINUTES,
+        help=f"skip the remaining runs after this long (default {MAX_MINUTES:.0f}; a full run takes ~35-60)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -684,6 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         needed = sorted({case.dataset for case in cases})
         data_root = workdir / "datasets" / ("quick" if args.quick else "full")
+        if not args.profile:
+            print_estimate(cases, sizes, data_root, runs, args)
         data = ds.make_datasets(data_root, sizes, needed)
         print(
             f"datasets ready in {time.monotonic() - t0:.1f} s under {data_root}: "
@@ -728,6 +892,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def print_estimate(
+    cases: Sequence[Case], sizes: ds.Sizes, data_root: Path, runs: int, args: argparse.Namespace
+) -> None:
+    """Print how long this run should take (and warn when ``--max-minutes`` will cut it short)."""
+    rates, source = history_rates(RESULTS / "latest.json")
+    minutes = planned_minutes(cases, sizes, runs, rates, data_root, args.quiet_wait)
+    print(
+        f"estimated duration: ~{minutes:.0f} min ({len(cases)} cases x {runs} round(s); rates {source}); "
+        f"time budget --max-minutes {args.max_minutes:.0f}",
+        flush=True,
+    )
+    if minutes > args.max_minutes:
+        print(f"warning: the estimate exceeds --max-minutes {args.max_minutes:.0f}: the last runs may be skipped")
+
+
+def planned_minutes(
+    cases: Sequence[Case],
+    sizes: ds.Sizes,
+    runs: int,
+    rates: dict[tuple[str, str], float],
+    data_root: Path,
+    quiet_wait: float,
+) -> float:
+    """Estimated minutes for ``runs`` rounds of ``cases`` at ``sizes``, making the datasets not in ``data_root``."""
+    plans = [RunPlan(c.name, c.kind, c.unit, c.tools, *ds.expected(c.dataset, sizes)) for c in cases]
+    needed = sorted({case.dataset for case in cases})
+    generate = [ds.expected(name, sizes) for name in needed if not (data_root / name / ".done").is_file()]
+    return estimate_minutes(plans, runs, generate, rates, quiet_wait=quiet_wait)
+
+
 def refresh_tools(bench: Bench) -> bool:
     """Put back benchmark tools that a concurrent ``uv pip sync`` of the project venv removed.
 
@@ -746,19 +940,22 @@ def chart_footer(machine: dict[str, Any], versions: dict[str, str], started: dat
     return (
         f"{machine['cores']} cores, {machine['ram_gib']} GiB RAM, {machine['cpu_model']}; client and "
         f"SeaweedFS {_version_number(versions.get('weed', ''))} share the cores. "
-        f"{started:%Y-%m-%d}, {mode} run, median of {runs}. Grey: for information, not a target's peer."
+        f"{started:%Y-%m-%d}, {mode} run, median of {runs}. Red: ours; light red: ours on the boto3 engine; "
+        "grey: for information, not a target's peer."
     )
 
 
 def redraw(path: Path) -> int:
-    """Draw the charts again from a saved ``latest.json`` (the committed one only for a full, complete run)."""
+    """Draw the charts again from a saved ``latest.json`` (the committed one only for a full, complete run).
+
+    The targets are evaluated again from the saved medians, with the current definitions.
+    """
     payload = json.loads(path.read_text())
     summaries = [
         CaseSummary(**{**case, "tools": [ToolSummary(**tool) for tool in case["tools"]]})
         for case in payload["summaries"].values()
     ]
-    names = {item.name for item in fields(Target)}
-    targets = [Target(**{k: v for k, v in target.items() if k in names}) for target in payload["targets"]]
+    targets = evaluate_targets({summary.name: summary for summary in summaries})
     started = datetime.fromisoformat(payload["started"])
     footer = chart_footer(payload["machine"], payload["versions"], started, payload["mode"], payload["runs"])
     charts = [RESULTS / "chart.png"]
@@ -776,7 +973,7 @@ def run_all(
     for case in cases:
         refresh_tools(bench)
         data = bench.data[case.dataset]
-        title = case.title.format(**{case.dataset: data.description})
+        title = case.title.format(data=data.description)
         print(f"\n== {case.name}: {title} ({runs} round{'s' if runs > 1 else ''})", flush=True)
         results = run_case(bench, case, runs)
         amount = data.files if case.unit == "files/s" else data.size
@@ -793,6 +990,12 @@ def run_all(
     print(
         "\nSeaweedFS RSS after each case: "
         + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in bench.server_rss.items() if v)
+    )
+    rates = {(s.name, t.tool): t.throughput for s in summaries.values() for t in s.tools if t.throughput}
+    full_root = bench.workdir.parent / "datasets" / "full"
+    full = planned_minutes(CASES, ds.FULL, 3, rates, full_root, args.quiet_wait)
+    print(
+        f"A full run (every case, 3 rounds, full datasets) at this run's rates (nominal where missing): ~{full:.0f} min"
     )
     footer = chart_footer(machine, versions, started, mode, runs)
     payload = {

@@ -26,7 +26,8 @@ venv_of() { if [ "$1" = lowest ]; then echo .venv-lowest; else echo .venv; fi; }
 # ruff and mypy always come from .venv (mypy checks against the newest Airflow), so it is set up too.
 setup_envs=(highest)
 for env in "${envs[@]}"; do [ "$env" = highest ] || setup_envs+=("$env"); done
-./scripts/setup.sh "${setup_envs[@]}"
+# PostgreSQL: the CeleryExecutor test's metadata DB; libarchive: fetch's fast extractor (tested on both).
+./scripts/setup.sh "${setup_envs[@]}" postgres libarchive
 
 .venv/bin/ruff check airflow_s3_publisher tests tools dags_examples scripts benchmarks
 .venv/bin/mypy

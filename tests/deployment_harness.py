@@ -275,6 +275,15 @@ class AirflowDeployment:
             raise ApiError(method, path, error.code, error.read().decode(errors="replace")) from None
         return json.loads(raw) if raw else None
 
+    @property
+    def api_user(self) -> tuple[str, str]:
+        """The user name and password of the api-server's admin user."""
+        return _API_USER, self._password
+
+    def token(self) -> str:
+        """A bearer token for the admin user."""
+        return self._get_token()
+
     def _get_token(self) -> str:
         if self._token is None:
             credentials = {"username": _API_USER, "password": self._password}

@@ -6,7 +6,7 @@ through unchanged (head, ``Host`` included, and body, so SigV4 signatures stay v
 when the client asked ``Expect: 100-continue`` (then the connection is closed, as S3 does), else after
 reading and dropping the body (the connection is kept).
 
-Two policies model the stores of the README's recipes table:
+Two policies model the stores of the recipes table in docs/stores.md:
 
 - :func:`refuse_checksum_headers`: a store that, like GCS's XML API (and Backblaze B2), refuses the
   flexible-checksum headers with ``400 InvalidArgument: Unsupported header '...' received for this API

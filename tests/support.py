@@ -6,14 +6,17 @@ import base64
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
+from airflow_s3_publisher import extract, extract_native
 from tools.seaweed import REGION, Identity, SeaweedServer
 
 if TYPE_CHECKING:
-    import pytest
     from mypy_boto3_s3 import S3Client
 
 
@@ -71,3 +74,19 @@ SAMPLE_FILES: dict[str, bytes] = {
     "outputs/nested/deep/file.bin": bytes(range(256)) * 40,
     "outputs/unicode-\u00e9t\u00e9.txt": "\u00e9t\u00e9\n".encode(),
 }
+
+
+def extractor_function(name: str) -> extract_native.Extractor:
+    """The extractor called ``name``: "tarfile" (pure Python) or "libarchive".
+
+    Where libarchive cannot be loaded, a test asking for it is skipped, except on CI (``CI`` set), where
+    it fails: CI machines must have the system library, or its tests would silently stop running.
+    """
+    if name == "tarfile":
+        return extract.extract_tar_gz
+    problem = extract_native.libarchive_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"libarchive's extractor cannot be tested on CI: {problem}")
+        pytest.skip(f"libarchive's extractor cannot be used here: {problem}")
+    return extract_native.extract_tar_gz

@@ -407,7 +407,7 @@ def test_exit_codes() -> None:
     incomplete = FetchError("the prefix is incomplete")
     incomplete.__cause__ = s3_error
     assert exit_code_for(InvalidSpecError("bad")) == 2
-    assert exit_code_for(ChecksumMismatchError("bad")) == 3
+    assert exit_code_for(ChecksumMismatchError("bad", expected="a", actual="b")) == 3
     assert exit_code_for(UnsafeArchiveError("bad")) == 3
     assert exit_code_for(s3_error) == 4
     assert exit_code_for(incomplete) == 4

@@ -42,8 +42,8 @@ import airflow_s3_publisher.publishing as publish_module
 import tools.seaweed as seaweed_module
 from airflow_s3_publisher import PublishedResult, fetch, publish
 from airflow_s3_publisher.exceptions import PublishError, S3RequestError, SourceError
+from airflow_s3_publisher.options import MiB, TransferOptions
 from airflow_s3_publisher.progress import Progress
-from airflow_s3_publisher.s3 import MiB, TransferOptions
 from tests.faultproxy import (
     FORWARD,
     HANG,

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
+import dataclasses
 import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ResponseStreamingError
 
-import airflow_s3_publisher.fetching as fetching
-from airflow_s3_publisher import fetch, publish
+import airflow_s3_publisher.fetching as fetching_module
+from airflow_s3_publisher import extract, extract_native, fetch, publish
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
 from airflow_s3_publisher.progress import Snapshot
-from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
+from airflow_s3_publisher.s3 import S3Client as PublisherClient
+from airflow_s3_publisher.s3 import connect
+from tests.support import SAMPLE_FILES, extractor_function, make_tree, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from mypy_boto3_s3 import S3Client
 
 
@@ -30,11 +42,27 @@ def source(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "out", SAMPLE_FILES)
 
 
+@pytest.fixture(params=["tarfile", "libarchive"])
+def extractor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Fetch archives with each extractor in turn; the test fails if fetch() did not extract with it."""
+    function = extractor_function(request.param)
+    calls: list[int] = []
+
+    def used(*args: Any, **kwargs: Any) -> extract.ExtractStats:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(fetching_module, "choose_extractor", lambda log=None: used)
+    yield request.param
+    assert calls, f"fetch() did not extract with {request.param}"
+
+
 def snapshot(path: Path) -> dict[str, bytes]:
     """Everything in the directory that holds ``path`` (to show nothing changed, staging included)."""
     return read_tree(path.parent) | {f"dir:{p.name}": b"" for p in path.parent.iterdir()}
 
 
+@pytest.mark.usefixtures("extractor")
 def test_archive_round_trip(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
     result = publish(source, bucket=bucket, key="rt", compress=True, aws_conn_id=admin_conn)
     dest = fetch(result.to_dict(), tmp_path / "in", aws_conn_id=admin_conn)
@@ -85,6 +113,7 @@ def test_checksum_forms_accepted(source: Path, bucket: str, admin_conn: str, tmp
     assert read_tree(fetch(spec, tmp_path / "in", aws_conn_id=admin_conn)) == SAMPLE_FILES
 
 
+@pytest.mark.usefixtures("extractor")
 def test_checksum_mismatch_leaves_destination_as_it_was(
     source: Path, bucket: str, admin_conn: str, tmp_path: Path
 ) -> None:
@@ -97,6 +126,7 @@ def test_checksum_mismatch_leaves_destination_as_it_was(
     assert snapshot(dest) == before
 
 
+@pytest.mark.usefixtures("extractor")
 def test_tampered_object_detected(
     source: Path, versioned_bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
 ) -> None:
@@ -136,13 +166,19 @@ def test_keys_that_would_escape_destination_are_refused(
     bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     # AWS stores such keys; SeaweedFS refuses them at PutObject, so the listing is where they come from.
-    monkeypatch.setattr(fetching, "list_keys", lambda *_args: [("p/fine.txt", 1), (bad, 1)])
+    class ListsBadKeys(PublisherClient):
+        def list_objects(self, *_args: object, **_kwargs: object) -> Iterator[tuple[str, int]]:
+            yield from [("p/fine.txt", 1), (bad, 1)]
+
+    real = connect(admin_conn)
+    client = ListsBadKeys(**{f.name: getattr(real, f.name) for f in dataclasses.fields(real) if f.init})
     dest = tmp_path / "deep" / "in"
     with pytest.raises(UnsafeArchiveError):
-        fetch({"Bucket": bucket, "Key": "p/"}, dest, aws_conn_id=admin_conn)
+        fetch({"Bucket": bucket, "Key": "p/"}, dest, client=client)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep"]
 
 
+@pytest.mark.usefixtures("extractor")
 def test_merges_into_an_existing_destination(source: Path, bucket: str, admin_conn: str, tmp_path: Path) -> None:
     result = publish(source, bucket=bucket, key="m", compress=True, aws_conn_id=admin_conn)
     dest = make_tree(tmp_path / "in", {"mine.txt": b"kept", "stdout": b"old"})
@@ -151,6 +187,7 @@ def test_merges_into_an_existing_destination(source: Path, bucket: str, admin_co
     assert hashlib.sha256((dest / "stdout").read_bytes()).digest() == hashlib.sha256(SAMPLE_FILES["stdout"]).digest()
 
 
+@pytest.mark.usefixtures("extractor")
 def test_progress_reports_bytes_against_the_object_size(
     source: Path, bucket: str, admin_conn: str, s3_admin: S3Client, tmp_path: Path
 ) -> None:
@@ -175,3 +212,70 @@ def test_progress_of_a_prefix_counts_files_and_bytes(
     assert {s.total_files for s in seen} == {len(SAMPLE_FILES)}
     assert seen[-1].bytes == total
     assert seen[-1].files == len(SAMPLE_FILES)
+
+
+def test_archive_fetch_falls_back_when_libarchive_cannot_load(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = publish(source, bucket=bucket, key="fallback", compress=True, aws_conn_id=admin_conn)
+
+    def no_library(name: str, *args: object, **kwargs: object) -> ctypes.CDLL:
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    extract_native._load.cache_clear()
+    lines: list[str] = []
+
+    class Recorder(logging.Logger):
+        def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+            lines.append(str(msg) % args)
+
+    try:
+        dest = fetch(result, tmp_path / "in", aws_conn_id=admin_conn, logger=Recorder("test"))
+    finally:
+        extract_native._load.cache_clear()
+    assert read_tree(dest) == SAMPLE_FILES
+    fallback = [line for line in lines if "Python's tarfile" in line]
+    assert len(fallback) == 1
+    assert "cannot open shared object file" in fallback[0]
+
+
+@pytest.mark.usefixtures("extractor")
+def test_connection_lost_mid_archive_leaves_destination_as_it_was(
+    source: Path, bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The body is read ahead in a thread: its failure must surface in fetch(), with nothing left behind.
+    big = make_tree(tmp_path / "big", {f"f{i}.bin": os.urandom(50_000) for i in range(40)})
+    result = publish(big, bucket=bucket, key="cut", compress=True, aws_conn_id=admin_conn)
+
+    class Cut:
+        def __init__(self, body: Any) -> None:
+            self._body = body
+            self.read_bytes = 0
+
+        def read(self, n: int = -1) -> bytes:
+            if self.read_bytes > 500_000:
+                raise ResponseStreamingError(error="Connection broken: IncompleteRead (test)")
+            chunk: bytes = self._body.read(min(n, 64 * 1024))
+            self.read_bytes += len(chunk)
+            return chunk
+
+        def close(self) -> None:
+            self._body.close()
+
+    client = connect(admin_conn)
+    real_get_object = client.raw.get_object
+
+    def cut_get_object(**kwargs: Any) -> Any:  # the connection breaks below the S3 seam, in botocore's body
+        response = real_get_object(**kwargs)
+        return {**response, "Body": Cut(response["Body"])}
+
+    monkeypatch.setattr(client.raw, "get_object", cut_get_object)
+    dest = make_tree(tmp_path / "keep" / "dest", {"existing.txt": b"mine"})
+    before = snapshot(dest)
+    with pytest.raises(S3RequestError, match="IncompleteRead") as caught:
+        fetch(result, dest, client=client)
+    assert isinstance(caught.value.__cause__, ResponseStreamingError)
+    assert snapshot(dest) == before
+    assert not any(thread.name == "read-ahead" for thread in threading.enumerate())

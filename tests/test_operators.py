@@ -57,3 +57,9 @@ def test_every_string_setting_is_templated() -> None:
 def test_default_compress_does_not_override_the_publisher() -> None:
     assert make(publisher="s3://bucket/k,opt=compress=true").compress is None
     assert make(publisher="s3://bucket/k", compress=True).compress is True
+
+
+def test_explicit_compress_false_overrides_the_publisher() -> None:
+    op = make(publisher="s3://bucket/k,opt=compress=true", compress=False)
+    assert op.compress is False
+    assert op.settings.spec().compress is False

@@ -18,17 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_s3_publisher import packing
+from airflow_s3_publisher import compression, extract_native, sources
+from airflow_s3_publisher.archive import write_tar_gz
+from airflow_s3_publisher.compression import CHUNK_SIZE, gzip_backend
 from airflow_s3_publisher.exceptions import FetchError, InvalidSpecError, SourceError, UnsafeArchiveError
-from airflow_s3_publisher.packing import (
-    CHUNK_SIZE,
-    SourceEntry,
-    collect_source,
-    extract_tar_gz,
-    gzip_backend,
-    safe_join,
-    write_tar_gz,
-)
+from airflow_s3_publisher.extract import ExtractStats, extract_tar_gz
+from airflow_s3_publisher.paths import safe_join
+from airflow_s3_publisher.sources import SourceEntry, collect_source
+from tests.support import extractor_function
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MiB = 1 << 20
@@ -42,10 +39,22 @@ MiB = 1 << 20
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Force one gzip backend for the test (skipped when that one is not installed)."""
     name: str = request.param
-    chosen = tuple(b for b in packing._BACKENDS if b.name == name)
+    chosen = tuple(b for b in compression._BACKENDS if b.name == name)
     if not chosen:
         pytest.skip(f"{name} is not installed")
-    monkeypatch.setattr(packing, "_BACKENDS", chosen)
+    monkeypatch.setattr(compression, "_BACKENDS", chosen)
+    return name
+
+
+TAR_READERS: dict[str, type] = {"tarfile": tarfile.TarFile, "libarchive": extract_native._LibarchiveTar}
+"""Each extractor's tar front end: what hands the guard a member's content (``extractfile``)."""
+
+
+@pytest.fixture(params=["tarfile", "libarchive"])
+def extractor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each extractor: this module's ``extract_tar_gz`` is the one under test."""
+    name: str = request.param
+    monkeypatch.setattr(sys.modules[__name__], "extract_tar_gz", extractor_function(name))
     return name
 
 
@@ -119,7 +128,7 @@ class CountingReader:
         return chunk
 
 
-def extract(data: bytes, destination: Path, **kwargs: int) -> packing.ExtractStats:
+def extract(data: bytes, destination: Path, **kwargs: int) -> ExtractStats:
     destination.mkdir(parents=True, exist_ok=True)
     return extract_tar_gz(CountingReader(data), destination, **kwargs)
 
@@ -260,7 +269,7 @@ def test_collect_reads_no_file_content(tmp_path: Path, monkeypatch: pytest.Monke
         raise AssertionError("collect_source opened a file")
 
     monkeypatch.setattr(os, "open", no_open)
-    monkeypatch.setattr(packing, "open", no_open, raising=False)
+    monkeypatch.setattr(sources, "open", no_open, raising=False)
     assert len(collect_source(tmp_path / "src")) == len(make_tree(tmp_path / "other"))
 
 
@@ -458,7 +467,7 @@ def test_collect_refuses_directory_the_os_cannot_list(tmp_path: Path, monkeypatc
 
 
 def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
-    by_name = {b.name: b for b in packing._load_backends()}
+    by_name = {b.name: b for b in compression._load_backends()}
     assert list(by_name)[-1] == "zlib"
     expected = {
         "isal": {None: 1, 1: 1, 2: 2, 3: 3, 6: 3, 9: 3},
@@ -468,7 +477,7 @@ def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> Non
     for name, levels in expected.items():
         if name not in by_name:
             continue
-        monkeypatch.setattr(packing, "_BACKENDS", (by_name[name],))
+        monkeypatch.setattr(compression, "_BACKENDS", (by_name[name],))
         for level, native in levels.items():
             assert gzip_backend(level) == f"{name} level {native}"
         assert gzip_backend(0) == "zlib level 0"  # store is always stdlib zlib
@@ -477,12 +486,12 @@ def test_backend_names_and_level_mapping(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_fallback_to_stdlib_when_no_fast_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "isal", None)  # makes "import isal" raise ImportError
     monkeypatch.setitem(sys.modules, "zlib_ng", None)
-    assert [b.name for b in packing._load_backends()] == ["zlib"]
+    assert [b.name for b in compression._load_backends()] == ["zlib"]
 
 
 def test_isal_preferred_when_installed() -> None:
     pytest.importorskip("isal.isal_zlib")
-    assert packing._load_backends()[0].name == "isal"
+    assert compression._load_backends()[0].name == "isal"
 
 
 @pytest.mark.parametrize("level", [-1, 10, True, 1.5, "1"])
@@ -497,7 +506,7 @@ def test_invalid_compression_level(tmp_path: Path, level: object) -> None:
 # write_tar_gz and round trips
 
 
-def test_round_trip_preserves_tree(tmp_path: Path, backend: str) -> None:
+def test_round_trip_preserves_tree(tmp_path: Path, backend: str, extractor: str) -> None:
     src = tmp_path / "src"
     expected = make_tree(src)
     out = io.BytesIO()
@@ -522,7 +531,7 @@ def test_round_trip_preserves_tree(tmp_path: Path, backend: str) -> None:
     assert extracted.bytes == stats.content_bytes
 
 
-def test_round_trip_keeps_modes_and_mtimes(tmp_path: Path, backend: str) -> None:
+def test_round_trip_keeps_modes_and_mtimes(tmp_path: Path, backend: str, extractor: str) -> None:
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "f").write_text("x")
@@ -598,7 +607,7 @@ def test_read_by_tarfile(tmp_path: Path, backend: str) -> None:
                 assert handle.read() == expected[info.name]
 
 
-def test_extracts_gnu_tar_archive_with_dot_prefix(tmp_path: Path) -> None:
+def test_extracts_gnu_tar_archive_with_dot_prefix(tmp_path: Path, extractor: str) -> None:
     if shutil.which("tar") is None:
         pytest.skip("GNU tar is not installed")
     src = tmp_path / "src"
@@ -652,14 +661,14 @@ def test_progress_callback(tmp_path: Path) -> None:
     assert sum(f for _, f in calls) == len(files)
 
 
-def test_empty_source_gives_valid_empty_archive(tmp_path: Path) -> None:
+def test_empty_source_gives_valid_empty_archive(tmp_path: Path, extractor: str) -> None:
     out = io.BytesIO()
     stats = write_tar_gz([], out)
     assert (stats.files, stats.directories, stats.content_bytes) == (0, 0, 0)
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
         assert tar.getnames() == []
     dest = tmp_path / "dest"
-    assert extract(out.getvalue(), dest) == packing.ExtractStats(files=0, directories=0, bytes=0)
+    assert extract(out.getvalue(), dest) == ExtractStats(files=0, directories=0, bytes=0)
     assert os.listdir(dest) == []
 
 
@@ -719,7 +728,7 @@ def test_file_yielding_more_than_its_size(tmp_path: Path, monkeypatch: pytest.Mo
         def read(self, size: int = -1) -> bytes:
             return b"extra"
 
-    monkeypatch.setattr(packing, "open", lambda fd, *a, **k: Longer(fd, "rb"), raising=False)
+    monkeypatch.setattr(sources, "open", lambda fd, *a, **k: Longer(fd, "rb"), raising=False)
     with pytest.raises(SourceError, match="changed while being published.*grew") as err:
         write_tar_gz(entries, io.BytesIO())
     assert str(path) in str(err.value)
@@ -794,7 +803,7 @@ def test_read_error_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         def readinto(self, buffer: object) -> int:
             raise OSError(5, "Input/output error (test)")
 
-    monkeypatch.setattr(packing, "open", lambda fd, *a, **k: BrokenFile(fd, "rb"), raising=False)
+    monkeypatch.setattr(sources, "open", lambda fd, *a, **k: BrokenFile(fd, "rb"), raising=False)
     with pytest.raises(OSError, match="Input/output error"):
         write_tar_gz(entries, io.BytesIO())
 
@@ -803,7 +812,7 @@ def test_read_error_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 # extract_tar_gz: malicious and broken archives
 
 
-def test_extract_refuses_absolute_member(box: Path) -> None:
+def test_extract_refuses_absolute_member(box: Path, extractor: str) -> None:
     target = box / "evil"
     data = build_archive(member(str(target), data=b"pwned"))
     with pytest.raises(UnsafeArchiveError, match="absolute") as err:
@@ -814,7 +823,7 @@ def test_extract_refuses_absolute_member(box: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/../../evil", "..", "ok/../../../evil", "..\\evil", "a/..\\..\\evil"])
-def test_extract_refuses_dotdot(box: Path, name: str) -> None:
+def test_extract_refuses_dotdot(box: Path, name: str, extractor: str) -> None:
     data = build_archive(member("fine.txt", data=b"ok"), member(name, data=b"pwned"))
     with pytest.raises(UnsafeArchiveError, match=r"\.\.") as err:
         extract(data, box / "dest")
@@ -823,7 +832,7 @@ def test_extract_refuses_dotdot(box: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("target", ["../outside", "../../etc", "a/../../x", "/etc/passwd"])
-def test_extract_refuses_symlink_escape(box: Path, target: str) -> None:
+def test_extract_refuses_symlink_escape(box: Path, target: str, extractor: str) -> None:
     data = build_archive(
         member("link", tarfile.SYMTYPE, linkname=target),
         member("data.txt", data=b"never written"),
@@ -836,7 +845,7 @@ def test_extract_refuses_symlink_escape(box: Path, target: str) -> None:
     assert os.listdir(box / "dest") == []  # refused at the link, before later members
 
 
-def test_extract_refuses_symlink_chain_escape(box: Path) -> None:
+def test_extract_refuses_symlink_chain_escape(box: Path, extractor: str) -> None:
     # Each target looks inside on its own; together "m" leads to box/escape.
     data = build_archive(
         member("l", tarfile.SYMTYPE, linkname="."),
@@ -849,7 +858,7 @@ def test_extract_refuses_symlink_chain_escape(box: Path) -> None:
     assert os.listdir(box / "dest") == []  # the links were removed again
 
 
-def test_extract_refuses_writing_through_symlink(box: Path) -> None:
+def test_extract_refuses_writing_through_symlink(box: Path, extractor: str) -> None:
     data = build_archive(
         member("sub", tarfile.DIRTYPE, mode=0o755),
         member("s", tarfile.SYMTYPE, linkname="sub"),
@@ -860,7 +869,7 @@ def test_extract_refuses_writing_through_symlink(box: Path) -> None:
     assert_only_dest(box)
 
 
-def test_extract_keeps_symlinks_inside(tmp_path: Path) -> None:
+def test_extract_keeps_symlinks_inside(tmp_path: Path, extractor: str) -> None:
     data = build_archive(
         member("d", tarfile.DIRTYPE, mode=0o755),
         member("d/f.txt", data=b"content"),
@@ -876,7 +885,7 @@ def test_extract_keeps_symlinks_inside(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["../outside.txt", "/etc/passwd", "never-seen.txt", "later.txt", "d"])
-def test_extract_refuses_hardlink_escape(box: Path, target: str) -> None:
+def test_extract_refuses_hardlink_escape(box: Path, target: str, extractor: str) -> None:
     outside = box.parent / "outside.txt"
     data = build_archive(
         member("d", tarfile.DIRTYPE, mode=0o755),
@@ -890,7 +899,7 @@ def test_extract_refuses_hardlink_escape(box: Path, target: str) -> None:
     assert_only_dest(box)
 
 
-def test_extract_allows_hardlink_to_earlier_member(tmp_path: Path) -> None:
+def test_extract_allows_hardlink_to_earlier_member(tmp_path: Path, extractor: str) -> None:
     data = build_archive(member("a.txt", data=b"shared"), member("b.txt", tarfile.LNKTYPE, linkname="a.txt"))
     dest = tmp_path / "dest"
     extract(data, dest)
@@ -902,7 +911,7 @@ def test_extract_allows_hardlink_to_earlier_member(tmp_path: Path) -> None:
     ("kind", "word"),
     [(tarfile.CHRTYPE, "character device"), (tarfile.BLKTYPE, "block device"), (tarfile.FIFOTYPE, "FIFO")],
 )
-def test_extract_refuses_special_files(box: Path, kind: bytes, word: str) -> None:
+def test_extract_refuses_special_files(box: Path, kind: bytes, word: str, extractor: str) -> None:
     data = build_archive(member("special", kind))
     with pytest.raises(UnsafeArchiveError, match=word) as err:
         extract(data, box / "dest")
@@ -911,7 +920,7 @@ def test_extract_refuses_special_files(box: Path, kind: bytes, word: str) -> Non
     assert_only_dest(box)
 
 
-def test_extract_strips_setuid_setgid_sticky(tmp_path: Path) -> None:
+def test_extract_strips_setuid_setgid_sticky(tmp_path: Path, extractor: str) -> None:
     data = build_archive(
         member("suid", data=b"#!/bin/sh\n", mode=0o4755),
         member("sgid", data=b"x", mode=0o2750),
@@ -935,7 +944,7 @@ def test_extract_strips_setuid_setgid_sticky(tmp_path: Path) -> None:
     assert (dest / "locked" / "inner").read_bytes() == b"x"
 
 
-def test_extract_bomb_stops_at_max_bytes(box: Path) -> None:
+def test_extract_bomb_stops_at_max_bytes(box: Path, extractor: str) -> None:
     data = build_archive(*(member(f"zeros{i}", data=bytes(4 * MiB)) for i in range(4)))
     assert len(data) < 100_000  # highly compressible
     limit = 10 * MiB
@@ -947,31 +956,35 @@ def test_extract_bomb_stops_at_max_bytes(box: Path) -> None:
     assert_only_dest(box)
 
 
-def test_extract_bomb_single_member(box: Path) -> None:
+def test_extract_bomb_single_member(box: Path, extractor: str) -> None:
     data = build_archive(member("huge", data=bytes(64 * MiB)))
     with pytest.raises(UnsafeArchiveError, match="max_bytes"):
         extract(data, box / "dest", max_bytes=MiB)
     assert sum(p.stat().st_size for p in (box / "dest").iterdir()) <= MiB
 
 
-def test_extract_counts_written_bytes_not_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extract_counts_written_bytes_not_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str
+) -> None:
     # A member whose data runs past what its header declares: the limit holds on the bytes written.
     data = build_archive(member("small", data=b"x"))
-    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, info: io.BytesIO(bytes(8 * MiB)))
+    monkeypatch.setattr(TAR_READERS[extractor], "extractfile", lambda self, info: io.BytesIO(bytes(8 * MiB)))
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeArchiveError, match="max_bytes"):
         extract(data, dest, max_bytes=4 * MiB)
     assert (dest / "small").stat().st_size <= 4 * MiB
 
 
-def test_extract_refuses_member_shorter_than_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extract_refuses_member_shorter_than_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str
+) -> None:
     data = build_archive(member("f", data=b"12345"))
-    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, info: io.BytesIO(b"12"))
+    monkeypatch.setattr(TAR_READERS[extractor], "extractfile", lambda self, info: io.BytesIO(b"12"))
     with pytest.raises(FetchError, match="truncated"):
         extract(data, tmp_path / "dest")
 
 
-def test_extract_stops_at_max_members(box: Path) -> None:
+def test_extract_stops_at_max_members(box: Path, extractor: str) -> None:
     data = build_archive(*(member(f"f{i}", data=b"") for i in range(20)))
     with pytest.raises(UnsafeArchiveError, match="max_members") as err:
         extract(data, box / "dest", max_members=5)
@@ -979,13 +992,13 @@ def test_extract_stops_at_max_members(box: Path) -> None:
     assert len(os.listdir(box / "dest")) <= 5
 
 
-def test_extract_refuses_huge_pax_header(box: Path) -> None:
+def test_extract_refuses_huge_pax_header(box: Path, extractor: str) -> None:
     data = build_archive(member("f", data=b"x", pax_headers={"comment": "x" * (20 * MiB)}))
     with pytest.raises(UnsafeArchiveError, match="decompression bomb"):
         extract(data, box / "dest")
 
 
-def test_extract_refuses_unsafe_archive_built_by_our_writer(tmp_path: Path) -> None:
+def test_extract_refuses_unsafe_archive_built_by_our_writer(tmp_path: Path, extractor: str) -> None:
     # Entries are plain data, so a caller could hand write_tar_gz a hostile relpath; extraction refuses it.
     evil = tmp_path / "f"
     evil.write_text("x")
@@ -1003,7 +1016,7 @@ def _complete_archive(tmp_path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("cut", [1, 8, 100, 5000, "half", "header"])
-def test_extract_refuses_truncated_archive(tmp_path: Path, backend: str, cut: int | str) -> None:
+def test_extract_refuses_truncated_archive(tmp_path: Path, backend: str, cut: int | str, extractor: str) -> None:
     data = _complete_archive(tmp_path)
     if cut == "half":
         truncated = data[: len(data) // 2]
@@ -1016,7 +1029,7 @@ def test_extract_refuses_truncated_archive(tmp_path: Path, backend: str, cut: in
         extract(truncated, tmp_path / "dest")
 
 
-def test_extract_refuses_bad_crc(tmp_path: Path, backend: str) -> None:
+def test_extract_refuses_bad_crc(tmp_path: Path, backend: str, extractor: str) -> None:
     data = bytearray(_complete_archive(tmp_path))
     data[-6] ^= 0xFF  # inside the CRC-32 of the gzip trailer
     with pytest.raises(FetchError):
@@ -1024,12 +1037,12 @@ def test_extract_refuses_bad_crc(tmp_path: Path, backend: str) -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"not gzip at all", gzip.compress(b"not a tar archive, just text" * 30)])
-def test_extract_refuses_non_archives(tmp_path: Path, data: bytes) -> None:
+def test_extract_refuses_non_archives(tmp_path: Path, data: bytes, extractor: str) -> None:
     with pytest.raises(FetchError):
         extract(data, tmp_path / "dest")
 
 
-def test_extract_refuses_tar_without_end_marker(tmp_path: Path) -> None:
+def test_extract_refuses_tar_without_end_marker(tmp_path: Path, extractor: str) -> None:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info, payload = member("a.txt", data=b"hello")
@@ -1040,7 +1053,7 @@ def test_extract_refuses_tar_without_end_marker(tmp_path: Path) -> None:
         extract(gzip.compress(without_end), tmp_path / "dest")
 
 
-def test_extract_refuses_corrupt_header_inside_valid_gzip(tmp_path: Path) -> None:
+def test_extract_refuses_corrupt_header_inside_valid_gzip(tmp_path: Path, extractor: str) -> None:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in ("a.txt", "b.txt"):
@@ -1052,7 +1065,7 @@ def test_extract_refuses_corrupt_header_inside_valid_gzip(tmp_path: Path) -> Non
         extract(gzip.compress(bytes(body)), tmp_path / "dest")
 
 
-def test_extract_reads_stream_to_its_end(tmp_path: Path, backend: str) -> None:
+def test_extract_reads_stream_to_its_end(tmp_path: Path, backend: str, extractor: str) -> None:
     data = _complete_archive(tmp_path) + b"\0" * 3000  # trailing bytes after the gzip member
     reader = CountingReader(data, max_read=1000)
     (tmp_path / "dest").mkdir()
@@ -1060,7 +1073,7 @@ def test_extract_reads_stream_to_its_end(tmp_path: Path, backend: str) -> None:
     assert reader.consumed == len(data)
 
 
-def test_extract_foreign_archive_with_big_record_padding(tmp_path: Path) -> None:
+def test_extract_foreign_archive_with_big_record_padding(tmp_path: Path, extractor: str) -> None:
     if shutil.which("tar") is None:
         pytest.skip("GNU tar is not installed")
     src = tmp_path / "src"
@@ -1149,9 +1162,11 @@ TREES = st.dictionaries(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(TREES)
-def test_round_trip_property(tree: dict[str, bytes | dict[str, bytes]]) -> None:
+def test_round_trip_property(extractor: str, tree: dict[str, bytes | dict[str, bytes]]) -> None:
     expected: dict[str, bytes | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "src")

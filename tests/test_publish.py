@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import airflow_s3_publisher.publishing as publish_module
-import airflow_s3_publisher.s3 as s3_module
+import airflow_s3_publisher.s3.client as s3_client_module
+import airflow_s3_publisher.uploads as uploads_module
 from airflow_s3_publisher import PublishedResult, Snapshot, fetch, publish
 from airflow_s3_publisher.exceptions import (
     ChecksumMismatchError,
@@ -25,8 +25,9 @@ from airflow_s3_publisher.exceptions import (
     SourceError,
 )
 from airflow_s3_publisher.manifest import MANIFEST_NAME
-from airflow_s3_publisher.options import ObjectOptions
-from airflow_s3_publisher.s3 import MiB, TransferOptions
+from airflow_s3_publisher.options import MiB, ObjectOptions, TransferOptions
+from airflow_s3_publisher.s3 import S3Client as PublisherClient
+from airflow_s3_publisher.s3 import connect
 from tests.support import (
     SAMPLE_FILES,
     archive_members,
@@ -60,26 +61,29 @@ def source(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "out", SAMPLE_FILES)
 
 
+class Recorder:
+    """Builds clients that record (operation, headers) of every S3 request they send."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def client(self, conn_id: str) -> PublisherClient:
+        client = connect(conn_id)
+        client.raw.meta.events.register("before-call.s3", self._record)
+        return client
+
+    def _record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.seen.append((model.name, {k.lower(): str(v) for k, v in params.get("headers", {}).items()}))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+
 @pytest.fixture
-def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]]:
-    """(operation, headers) of every S3 request publish() sends."""
-    seen: list[tuple[str, dict[str, str]]] = []
-    real_connect = publish_module.connect
-
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        seen.append((model.name, {k.lower(): str(v) for k, v in params.get("headers", {}).items()}))
-
-    def recording_connect(*args: Any, **kwargs: Any) -> s3_module.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.client.meta.events.register("before-call.s3", record)
-        return conn
-
-    monkeypatch.setattr(publish_module, "connect", recording_connect)
-    return seen
-
-
-def names(requests: list[tuple[str, dict[str, str]]]) -> list[str]:
-    return [name for name, _ in requests]
+def requests() -> Recorder:
+    """Clients for publish(client=...) that record every S3 request sent."""
+    return Recorder()
 
 
 class TestPlain:
@@ -103,16 +107,16 @@ class TestPlain:
         bucket: str,
         s3_admin: S3Client,
         admin_conn: str,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
     ) -> None:
         data = os.urandom(12 * MiB + 123)
         make_tree(tmp_path / "big", {"big.bin": data, "small.txt": b"x"})
-        publish(tmp_path / "big", bucket=bucket, key="mp/", aws_conn_id=admin_conn, transfer=SMALL_PARTS)
+        publish(tmp_path / "big", bucket=bucket, key="mp/", client=requests.client(admin_conn), transfer=SMALL_PARTS)
         stored = objects_below(s3_admin, bucket, "mp/")
         assert hashlib.sha256(stored["mp/big.bin"]).digest() == hashlib.sha256(data).digest()
         assert stored["mp/small.txt"] == b"x"
-        assert names(requests).count("UploadPart") == 3
-        assert set(names(requests)) <= PUT_ONLY
+        assert requests.names.count("UploadPart") == 3
+        assert set(requests.names) <= PUT_ONLY
         # Metadata goes with CreateMultipartUpload, yet the object still carries its own SHA-256.
         head = s3_admin.head_object(Bucket=bucket, Key="mp/big.bin")
         assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
@@ -121,7 +125,7 @@ class TestPlain:
         self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         big = make_tree(tmp_path / "src", {"big.bin": os.urandom(12 * MiB)}) / "big.bin"
-        real_hash = publish_module.hash_listed
+        real_hash = uploads_module.hash_listed
 
         def hash_then_rewrite(entry: Any) -> bytes:
             digest = real_hash(entry)
@@ -132,7 +136,7 @@ class TestPlain:
             os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
             return digest
 
-        monkeypatch.setattr(publish_module, "hash_listed", hash_then_rewrite)
+        monkeypatch.setattr(uploads_module, "hash_listed", hash_then_rewrite)
         with pytest.raises(SourceError, match="big.bin changed while being published.*SHA-256 differs"):
             publish(tmp_path / "src", bucket=bucket, key="rewritten/", aws_conn_id=admin_conn, transfer=SMALL_PARTS)
         assert objects_below(s3_admin, bucket, "rewritten/") == {}
@@ -157,16 +161,16 @@ class TestPlain:
 
 class TestCompressed:
     def test_one_archive_whose_checksum_is_the_stored_bytes(
-        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: Recorder
     ) -> None:
-        result = publish(source, f"s3://{bucket}/arch/run,opt=compress=true", aws_conn_id=admin_conn)
+        result = publish(source, f"s3://{bucket}/arch/run,opt=compress=true", client=requests.client(admin_conn))
         assert result.key == "arch/run.tar.gz"
         stored = objects_below(s3_admin, bucket)
         assert list(stored) == ["arch/run.tar.gz"]
         assert result.checksum_sha256 == sha256_b64(stored["arch/run.tar.gz"])
         # The archive root is the content of the source: no extra top folder.
         assert archive_members(stored["arch/run.tar.gz"]) == SAMPLE_FILES
-        assert names(requests) == ["PutObject"]
+        assert requests.names == ["PutObject"]
         head = s3_admin.head_object(Bucket=bucket, Key=result.key)
         assert head["ContentType"] == "application/gzip"
         # Sent in one PUT, the archive carries its own SHA-256 like a plain object.
@@ -187,17 +191,22 @@ class TestCompressed:
         bucket: str,
         s3_admin: S3Client,
         admin_conn: str,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
     ) -> None:
         files = {"random.bin": os.urandom(11 * MiB), "a.txt": b"a" * 1000}
         make_tree(tmp_path / "src", files)
         transfer = dataclasses.replace(SMALL_PARTS, spool_archives=spool)
         result = publish(
-            tmp_path / "src", bucket=bucket, key="mp", compress=True, aws_conn_id=admin_conn, transfer=transfer
+            tmp_path / "src",
+            bucket=bucket,
+            key="mp",
+            compress=True,
+            client=requests.client(admin_conn),
+            transfer=transfer,
         )
         stored = s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()
-        assert names(requests).count("UploadPart") >= 3
-        assert set(names(requests)) <= PUT_ONLY
+        assert requests.names.count("UploadPart") >= 3
+        assert set(requests.names) <= PUT_ONLY
         # S3's own multipart checksum is a checksum of part checksums; ours is of the object.
         assert result.checksum_sha256 == sha256_b64(stored)
         assert archive_members(stored) == files
@@ -215,18 +224,20 @@ class TestCompressed:
         bucket: str,
         s3_admin: S3Client,
         admin_conn: str,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         class FullDisk(io.BytesIO):
             def write(self, data: Any, /) -> int:
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(publish_module.tempfile, "TemporaryFile", lambda **_: FullDisk())
+        monkeypatch.setattr(uploads_module.tempfile, "TemporaryFile", lambda **_: FullDisk())
         spooled = dataclasses.replace(SMALL_PARTS, spool_archives=True)
         with pytest.raises(PublishError, match="nothing was published .*spooling the archive .*No space left"):
-            publish(source, bucket=bucket, key="full", compress=True, aws_conn_id=admin_conn, transfer=spooled)
-        assert names(requests) == []
+            publish(
+                source, bucket=bucket, key="full", compress=True, client=requests.client(admin_conn), transfer=spooled
+            )
+        assert requests.names == []
         assert objects_below(s3_admin, bucket) == {}
 
     def test_versioned_bucket_gives_the_version_of_each_publish(
@@ -253,7 +264,7 @@ class TestCompressed:
     def test_server_rejects_bytes_that_do_not_match_the_sent_checksum(
         self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(s3_module, "b64", lambda digest: sha256_b64(b"not these bytes"))
+        monkeypatch.setattr(s3_client_module, "b64", lambda digest: sha256_b64(b"not these bytes"))
         with pytest.raises(PublishError, match="BadDigest|checksum|Checksum") as err:
             publish(source, bucket=bucket, key="k", compress=True, aws_conn_id=admin_conn)
         assert isinstance(err.value.__cause__, S3RequestError)
@@ -268,11 +279,13 @@ class TestLeastPrivilege:
         writer_conn: str,
         s3_admin: S3Client,
         compress: bool,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
     ) -> None:
         key = f"least-privilege-{compress}"
-        result = publish(source, bucket=WRITE_ONLY_BUCKET, key=key, compress=compress, aws_conn_id=writer_conn)
-        assert set(names(requests)) <= PUT_ONLY
+        result = publish(
+            source, bucket=WRITE_ONLY_BUCKET, key=key, compress=compress, client=requests.client(writer_conn)
+        )
+        assert set(requests.names) <= PUT_ONLY
         assert objects_below(s3_admin, WRITE_ONLY_BUCKET, result.key)
 
     def test_write_only_credentials_can_publish_multipart(
@@ -291,7 +304,7 @@ class TestLeastPrivilege:
         assert sha256_b64(data) == result.checksum_sha256
 
     def test_a_retry_with_write_only_credentials_still_publishes(
-        self, tmp_path: Path, writer_conn: str, s3_admin: S3Client, requests: list[tuple[str, dict[str, str]]]
+        self, tmp_path: Path, writer_conn: str, s3_admin: S3Client, requests: Recorder
     ) -> None:
         # Try 2 looks for uploads its predecessor left; write-only credentials may not list them.
         make_tree(tmp_path / "src", {"r.bin": os.urandom(6 * MiB)})
@@ -302,11 +315,11 @@ class TestLeastPrivilege:
             key="retry-writer",
             compress=True,
             context=context,
-            aws_conn_id=writer_conn,
+            client=requests.client(writer_conn),
             transfer=SMALL_PARTS,
         )
-        assert names(requests)[0] == "ListMultipartUploads"
-        assert set(names(requests)[1:]) <= PUT_ONLY
+        assert requests.names[0] == "ListMultipartUploads"
+        assert set(requests.names[1:]) <= PUT_ONLY
         data = s3_admin.get_object(Bucket=WRITE_ONLY_BUCKET, Key=result.key)["Body"].read()
         assert sha256_b64(data) == result.checksum_sha256
 
@@ -365,8 +378,9 @@ class TestCredentialsAndEndpoint:
     ) -> None:
         extra = {"config_kwargs": {"s3": {"addressing_style": configured}}} if configured else {}
         conn_id = use_connection(monkeypatch, "s3_style", seaweed, ADMIN, **extra)
-        conn = s3_module.connect(conn_id)
-        assert conn.client.meta.config.s3["addressing_style"] == expected
+        client = connect(conn_id)
+        assert client.raw.meta.config.s3["addressing_style"] == expected
+        assert client.addressing_style == expected
 
     def test_unreachable_endpoint_fails_in_bounded_time(
         self, source: Path, admin_conn: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
@@ -402,19 +416,26 @@ class TestNothingHalfPublished:
         assert archive_members(s3_admin.get_object(Bucket=bucket, Key=result.key)["Body"].read()) == {}
 
     def test_bad_key_refused_before_any_upload(
-        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
+        self, source: Path, bucket: str, s3_admin: S3Client, admin_conn: str, requests: Recorder
     ) -> None:
         with pytest.raises(Exception, match="1025|bytes once rendered"):
-            publish(source, bucket=bucket, key="k/" + "x" * 1010, aws_conn_id=admin_conn)
-        assert names(requests) == []
+            publish(source, bucket=bucket, key="k/" + "x" * 1010, client=requests.client(admin_conn))
+        assert requests.names == []
 
     @pytest.mark.parametrize("compress", [True, False])
     def test_bad_compression_level_refused_before_any_upload(
-        self, compress: bool, source: Path, bucket: str, admin_conn: str, requests: list[tuple[str, dict[str, str]]]
+        self, compress: bool, source: Path, bucket: str, admin_conn: str, requests: Recorder
     ) -> None:
         with pytest.raises(InvalidSpecError, match="compression_level must be an integer.*got 42"):
-            publish(source, bucket=bucket, key="k", compress=compress, compression_level=42, aws_conn_id=admin_conn)
-        assert names(requests) == []
+            publish(
+                source,
+                bucket=bucket,
+                key="k",
+                compress=compress,
+                compression_level=42,
+                client=requests.client(admin_conn),
+            )
+        assert requests.names == []
 
 
 RUN_CONTEXT = {
@@ -461,7 +482,7 @@ class TestObjectOptions:
         bucket: str,
         admin_conn: str,
         s3_admin: S3Client,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
     ) -> None:
         # SeaweedFS does not check account ids, so the proof for the owner is what is sent.
         make_tree(tmp_path / "src", {"r.bin": os.urandom(11 * MiB)})
@@ -472,12 +493,12 @@ class TestObjectOptions:
             key="enc",
             compress=True,
             object_options=options,
-            aws_conn_id=admin_conn,
+            client=requests.client(admin_conn),
             transfer=SMALL_PARTS,
         )
-        assert set(names(requests)) == PUT_ONLY - {"PutObject"}
-        assert all(h.get("x-amz-expected-bucket-owner") == "123456789012" for _, h in requests)
-        create = next(h for name, h in requests if name == "CreateMultipartUpload")
+        assert set(requests.names) == PUT_ONLY - {"PutObject"}
+        assert all(h.get("x-amz-expected-bucket-owner") == "123456789012" for _, h in requests.seen)
+        create = next(h for name, h in requests.seen if name == "CreateMultipartUpload")
         assert create["x-amz-server-side-encryption"] == "AES256"
         assert s3_admin.head_object(Bucket=bucket, Key=result.key)["ServerSideEncryption"] == "AES256"
 
@@ -512,11 +533,11 @@ class TestManifest:
         versioned_bucket: str,
         s3_admin: S3Client,
         admin_conn: str,
-        requests: list[tuple[str, dict[str, str]]],
+        requests: Recorder,
     ) -> None:
-        result = publish(source, bucket=versioned_bucket, key="m", manifest=True, aws_conn_id=admin_conn)
+        result = publish(source, bucket=versioned_bucket, key="m", manifest=True, client=requests.client(admin_conn))
         manifest_key = result.key + MANIFEST_NAME
-        assert names(requests)[-1] == "PutObject"
+        assert requests.names[-1] == "PutObject"
         body = s3_admin.get_object(Bucket=versioned_bucket, Key=manifest_key, VersionId=result.version_id)[
             "Body"
         ].read()

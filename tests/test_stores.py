@@ -1,7 +1,7 @@
-"""The README's "Recipes per store", each exercised with its connection extra against a real S3 server.
+"""The "Recipes per store" of docs/stores.md, each exercised with its connection extra against a real S3 server.
 
 Every recipe is an Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON, read through the amazon
-provider's S3Hook) whose ``extra`` is the README's, with only the host and port made local:
+provider's S3Hook) whose ``extra`` is the one docs/stores.md gives, with only the host and port made local:
 
 - ``aws``: ``{"region_name": "eu-west-1"}`` and no endpoint anywhere, so botocore goes to AWS's own
   ``https://<bucket>.s3.eu-west-1.amazonaws.com``; that name and port 443 lead (in this process only) to
@@ -58,7 +58,7 @@ import airflow_s3_publisher.publishing as publish_module
 from airflow_s3_publisher import PublishedResult, fetch, publish
 from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, S3RequestError
 from airflow_s3_publisher.manifest import MANIFEST_NAME
-from airflow_s3_publisher.s3 import Connection, MiB, TransferOptions
+from airflow_s3_publisher.options import MiB, TransferOptions
 from tests.storeproxy import StoreProxy, refuse_checksum_headers, self_signed_tls, virtual_host_only
 from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64
 from tools.seaweed import ADMIN, SeaweedServer
@@ -66,6 +66,8 @@ from tools.stores import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, MotoServer, moto_avai
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from airflow_s3_publisher.s3 import S3Client as PublisherClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -229,7 +231,7 @@ def recipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
 
 @pytest.fixture(params=RECIPES)
 def store(request: pytest.FixtureRequest, recipe: Callable[[str], Store]) -> Store:
-    """Each recipe of the README's table in turn."""
+    """Each recipe of the table in docs/stores.md in turn."""
     return recipe(request.param)
 
 
@@ -323,7 +325,11 @@ class Sent:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
-    """Every request that publish() and fetch() send, as it leaves botocore."""
+    """Every request that publish() and fetch() send, as it leaves botocore.
+
+    It wraps the ``connect`` that publish() and fetch() call, rather than passing them a client: building
+    the client from the connection (and, in fetch, from the result's endpoint) is what is tested here.
+    """
     seen: list[Sent] = []
 
     def record(request: Any, **_: Any) -> None:
@@ -335,10 +341,10 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
     for module in (publish_module, fetch_module):
         real = module.connect
 
-        def recording(*args: Any, _real: Callable[..., Connection] = real, **kwargs: Any) -> Connection:
-            conn = _real(*args, **kwargs)
-            conn.client.meta.events.register("before-send.s3", record)
-            return conn
+        def recording(*args: Any, _real: Callable[..., PublisherClient] = real, **kwargs: Any) -> PublisherClient:
+            client = _real(*args, **kwargs)
+            client.raw.meta.events.register("before-send.s3", record)
+            return client
 
         monkeypatch.setattr(module, "connect", recording)
     return seen
@@ -368,14 +374,14 @@ def test_connection_extra_reaches_the_s3hook_and_the_client(store: Store) -> Non
     hook = S3Hook(aws_conn_id=store.conn_id)
     assert hook.conn_config.region_name == store.region
     assert hook.conn_config.endpoint_url == store.extra.get("endpoint_url")
-    conn = connect(store.conn_id, options=store.transfer)
-    assert (conn.endpoint, conn.region) == (store.endpoint, store.region)
+    client = connect(store.conn_id, options=store.transfer)
+    assert (client.endpoint, client.region) == (store.endpoint, store.region)
     wanted_style = store.extra.get("config_kwargs", {}).get("s3", {}).get("addressing_style")
     if "endpoint_url" in store.extra:  # a custom endpoint: path-style unless the extra says otherwise
-        assert conn.client.meta.config.s3 is not None
-        assert conn.client.meta.config.s3["addressing_style"] == (wanted_style or "path")
+        assert client.raw.meta.config.s3 is not None
+        assert client.raw.meta.config.s3["addressing_style"] == (wanted_style or "path")
     else:  # AWS: botocore's own choice (virtual-hosted for DNS-compatible bucket names)
-        assert (conn.client.meta.config.s3 or {}).get("addressing_style") in (None, "auto")
+        assert (client.raw.meta.config.s3 or {}).get("addressing_style") in (None, "auto")
 
 
 def test_plain_file(store: Store, tmp_path: Path, sent: list[Sent]) -> None:

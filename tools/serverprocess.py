@@ -76,6 +76,10 @@ class ServerProcess:
     _port_clash_markers: ClassVar[tuple[str, ...]] = ("address already in use",)
     #: How long :meth:`stop` waits after SIGTERM before SIGKILL.
     _stop_grace_seconds: ClassVar[float] = 10.0
+    #: What :meth:`stop` sends first.
+    _stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    #: What :meth:`_ready_probe`'s call raises while the server is not ready yet.
+    _probe_errors: ClassVar[tuple[type[Exception], ...]] = (BotoCoreError, ClientError)
 
     def __init__(self, workdir: Path, *, start_timeout: float) -> None:
         self._workdir = Path(workdir).resolve()
@@ -97,7 +101,7 @@ class ServerProcess:
         raise NotImplementedError
 
     def _ready_probe(self) -> Callable[[], object]:
-        """A call that succeeds once the process just launched serves requests (raising botocore errors before)."""
+        """A call that succeeds once the process just launched serves requests (raising ``_probe_errors`` before)."""
         raise NotImplementedError
 
     def _cleanup(self) -> None:
@@ -163,13 +167,15 @@ class ServerProcess:
         self._log_file.write(header.encode())
         self._log_file.flush()
 
-    def _spawn(self, command: Sequence[str], env: dict[str, str]) -> None:
-        """Run ``command`` in the work directory with exactly ``env``, its output going to the open log."""
+    def _spawn(self, command: Sequence[str], env: dict[str, str], *, user: str | None = None) -> None:
+        """Run ``command`` in the work directory with exactly ``env`` (as ``user``, when given), its output
+        going to the open log."""
         assert self._log_file is not None
         self._process = subprocess.Popen(
             command,
             cwd=self._workdir,
             env=env,
+            user=user,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -191,7 +197,7 @@ class ServerProcess:
                 raise RuntimeError(f"{self._server_name} exited with code {code} during startup; log tail:\n{tail}")
             try:
                 probe()
-            except (BotoCoreError, ClientError) as error:
+            except self._probe_errors as error:
                 last_error = f"{type(error).__name__}: {error}"
             else:
                 return
@@ -215,7 +221,7 @@ class ServerProcess:
     def _terminate(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(self._stop_signal)
             try:
                 process.wait(timeout=self._stop_grace_seconds)
             except subprocess.TimeoutExpired:

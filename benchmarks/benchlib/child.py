@@ -2,9 +2,15 @@
 
 Usage: ``python child.py JOB_JSON REPORT_PATH``. Jobs:
 
-* ``publish``: ``airflow_s3_publisher.publish(source, bucket=, key=, compress=, aws_conn_id=)``;
+* ``publish``: ``airflow_s3_publisher.publish(source, bucket=, key=, compress=, aws_conn_id=)``, with
+  ``manifest=True`` when the job says ``"manifest": true``;
 * ``fetch``: ``airflow_s3_publisher.fetch(result, destination, aws_conn_id=)``;
 * ``boto3``: ``upload_file`` of every file of ``source`` with ``threads`` threads and one client.
+
+``publish`` and ``fetch`` take an optional ``"engine"`` (``auto``, ``native``, ``boto3``), passed as
+``transfer=TransferOptions(engine=...)``; without it the package's defaults apply (so the job runs on a
+package that predates the option). Their report's ``extra.engines`` names the request engines the call
+used for many small objects (``native``, ``boto3``; empty when it needed none, e.g. one archive).
 
 The environment (AIRFLOW_HOME, AIRFLOW_CONN_BENCH, ...) is set by the parent. Everything is imported
 before the clock starts (for ours: Airflow and the Amazon provider's S3Hook, as in a worker). The
@@ -45,10 +51,58 @@ def _preload_airflow() -> None:
     import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
 
 
+def _transfer(job: dict[str, Any]) -> dict[str, Any]:
+    """``{"transfer": TransferOptions(engine=...)}`` when the job names an engine, else nothing."""
+    engine = job.get("engine")
+    if not engine:
+        return {}
+    from dataclasses import fields
+
+    from airflow_s3_publisher.options import TransferOptions
+
+    if "engine" not in {item.name for item in fields(TransferOptions)}:
+        raise RuntimeError(f"engine={engine!r} asked, but this airflow_s3_publisher's TransferOptions has no engine")
+    return {"transfer": TransferOptions(engine=str(engine))}
+
+
+_ENGINES_USED: list[str] = []  # appended from the engine choice, read after the call
+
+
+def _record_engines() -> None:
+    """Note the class of every request engine the package picks (``BotoEngine`` -> ``boto3``).
+
+    Wraps ``airflow_s3_publisher.s3.engine.select_engine`` when the package has it; without it the
+    report just lists no engine.
+    """
+    try:
+        from airflow_s3_publisher.s3 import engine as module
+    except ImportError:
+        return
+    select = getattr(module, "select_engine", None)
+    if select is None:
+        return
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        chosen = select(*args, **kwargs)
+        name = type(chosen).__name__
+        _ENGINES_USED.append({"BotoEngine": "boto3", "NativeEngine": "native"}.get(name, name))
+        return chosen
+
+    module.select_engine = recording
+
+
+def _engines() -> list[str]:
+    return sorted(set(_ENGINES_USED))
+
+
 def _publish_job(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from airflow_s3_publisher import publish
 
     _preload_airflow()
+    _record_engines()
+    options = _transfer(job)
+    if job.get("manifest"):
+        options["manifest"] = True
 
     def call() -> dict[str, Any]:
         result = publish(
@@ -57,8 +111,9 @@ def _publish_job(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
             key=job["key"],
             compress=bool(job["compress"]),
             aws_conn_id=job["conn_id"],
+            **options,
         )
-        return {"result": result.to_dict()}
+        return {"result": result.to_dict(), "engines": _engines()}
 
     return call
 
@@ -67,10 +122,12 @@ def _fetch_job(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from airflow_s3_publisher import fetch
 
     _preload_airflow()
+    _record_engines()
+    options = _transfer(job)
 
     def call() -> dict[str, Any]:
-        fetch(job["result"], job["destination"], aws_conn_id=job["conn_id"])
-        return {}
+        fetch(job["result"], job["destination"], aws_conn_id=job["conn_id"], **options)
+        return {"engines": _engines()}
 
     return call
 

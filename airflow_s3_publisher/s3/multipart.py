@@ -1,0 +1,249 @@
+"""One object written as a stream: buffered into parts, uploaded in parallel, completed or aborted."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_s3_publisher.exceptions import PublishError, S3RequestError
+from airflow_s3_publisher.hashing import b64
+from airflow_s3_publisher.s3.errors import translate_errors
+from airflow_s3_publisher.s3.objects import UploadResult
+
+if TYPE_CHECKING:
+    from airflow_s3_publisher.options import TransferOptions
+    from airflow_s3_publisher.s3.client import S3Client
+
+__all__ = ["MAX_PARTS", "MultipartWriter"]
+
+log = logging.getLogger(__name__)
+
+#: S3 refuses more parts than this in one multipart upload.
+MAX_PARTS = 10_000
+
+
+@dataclass
+class MultipartWriter:
+    """A write-only stream that stores what is written as ONE object, hashing every byte.
+
+    Bytes are cut into parts of ``options.part_size`` and uploaded in parallel (at most
+    ``options.concurrency`` parts in flight, so memory stays bounded) while the producer keeps
+    writing. If everything fits in one part, ``close()`` sends a single PutObject instead, and then
+    ``digest_metadata``, when set, names a user-metadata entry that receives the object's hex SHA-256
+    (a multipart upload's metadata is sent before any byte, so it cannot). On any error the multipart
+    upload is aborted, so no incomplete upload is left behind. ``check``, when set, is called before
+    every request is started and raises to stop the upload (a cancelled publish).
+    """
+
+    client: S3Client
+    bucket: str
+    key: str
+    options: TransferOptions
+    extra: dict[str, Any] = field(default_factory=dict)
+    on_bytes: Callable[[int], None] | None = None
+    digest_metadata: str = ""
+    check: Callable[[], None] | None = None
+    _buffer: bytearray = field(default_factory=bytearray, init=False)
+    _hash: Any = field(default_factory=hashlib.sha256, init=False)
+    _size: int = field(default=0, init=False)
+    _upload_id: str = field(default="", init=False)
+    _parts: list[Future[dict[str, Any]]] = field(default_factory=list, init=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)
+    _slots: threading.BoundedSemaphore | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+    _cancelled: bool = field(default=False, init=False)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Buffer ``data``; full parts are handed to upload threads."""
+        if self._closed:
+            raise PublishError(f"the upload of s3://{self.bucket}/{self.key} was already completed or aborted")
+        self._hash.update(data)
+        self._size += len(data)
+        part_size = self.options.part_size
+        view = memoryview(data)
+        if self._buffer:
+            # Top up the pending part first.
+            take = min(part_size - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == part_size:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+        while len(view) >= part_size:  # whole parts straight from the caller's bytes: one copy
+            self._submit(bytes(view[:part_size]))
+            view = view[part_size:]
+        self._buffer += view
+        return len(data)
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of every byte written so far (the whole object once closed)."""
+        return bytes(self._hash.digest())
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def _submit(self, chunk: bytes) -> None:
+        if self.check is not None:
+            self.check()
+        if not self._upload_id:
+            args: dict[str, Any] = dict(self.extra)
+            if self.options.checksums:
+                args["ChecksumAlgorithm"] = "SHA256"
+            with translate_errors("CreateMultipartUpload", self.bucket, self.key):
+                response = self.client.raw.create_multipart_upload(Bucket=self.bucket, Key=self.key, **args)
+            self._upload_id = response["UploadId"]
+            self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-part")
+            self._slots = threading.BoundedSemaphore(self.options.parts_in_memory)
+        if len(self._parts) >= MAX_PARTS:
+            raise PublishError(
+                f"s3://{self.bucket}/{self.key} needs more than {MAX_PARTS} parts of {self.options.part_size} "
+                "bytes; raise TransferOptions(part_size=...)"
+            )
+        assert self._pool is not None
+        assert self._slots is not None
+        self._raise_failed_part()
+        self._slots.acquire()  # bounds the parts held in memory
+        try:
+            if self.check is not None:  # cancelled while waiting for a slot?
+                self.check()
+        except BaseException:
+            self._slots.release()
+            raise
+        number = len(self._parts) + 1
+        future = self._pool.submit(self._upload_part, number, chunk)
+        future.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
+        self._parts.append(future)
+
+    def _raise_failed_part(self) -> None:
+        for future in self._parts:
+            if future.done() and future.exception() is not None:
+                future.result()
+
+    def _request_args(self) -> dict[str, Any]:
+        return {k: v for k, v in self.extra.items() if k == "ExpectedBucketOwner"}
+
+    def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
+        args = self._request_args()
+        if self.options.checksums:
+            args["ChecksumSHA256"] = b64(hashlib.sha256(chunk).digest())
+        with translate_errors("UploadPart", self.bucket, self.key):
+            response = self.client.raw.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=chunk,
+                **args,
+            )
+        if self.on_bytes is not None:
+            self.on_bytes(len(chunk))
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if self.options.checksums:
+            part["ChecksumSHA256"] = args["ChecksumSHA256"]
+        return part
+
+    def close(self) -> UploadResult:
+        """Upload what is left and complete the object; returns what S3 stored."""
+        if self._closed:
+            raise PublishError(f"the upload of s3://{self.bucket}/{self.key} was already completed or aborted")
+        self._closed = True
+        try:
+            if self.check is not None:
+                self.check()
+            if not self._upload_id:
+                digest = self.sha256
+                extra = self.extra
+                if self.digest_metadata:
+                    metadata = {**extra.get("Metadata", {}), self.digest_metadata: digest.hex()}
+                    extra = {**extra, "Metadata": metadata}
+                result = self.client.put_object(self.bucket, self.key, bytes(self._buffer), args=extra, sha256=digest)
+                if self.on_bytes is not None:
+                    self.on_bytes(result.size)
+                return result
+            if self._buffer:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            parts = [future.result() for future in self._parts]
+            with translate_errors("CompleteMultipartUpload", self.bucket, self.key):
+                response = self.client.raw.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **self._request_args(),
+                )
+            self._upload_id = ""  # completed: nothing left to abort
+            return UploadResult(
+                key=self.key,
+                size=self._size,
+                sha256=self.sha256,
+                version_id=str(response.get("VersionId") or ""),
+                etag=str(response.get("ETag") or ""),
+            )
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._shutdown()
+
+    def abort(self) -> None:
+        """Abort the multipart upload, if one was started (best effort, logged on failure)."""
+        self._closed = True
+        if self._pool is not None:
+            for future in self._parts:
+                future.cancel()
+            wait(self._parts, return_when=FIRST_EXCEPTION, timeout=0)
+        self._shutdown()
+        if not self._upload_id:
+            return
+        upload_id, self._upload_id = self._upload_id, ""
+        self._abort_upload(upload_id)
+
+    def abort_in_flight(self) -> str:
+        """Abort from another thread while the producer may still be writing (a cancelled publish).
+
+        Drops the queued parts and aborts the multipart upload at once, without waiting for the parts
+        being sent (S3 refuses them afterwards); the producer's next step raises through ``check``, and
+        its own :meth:`abort` then shuts the upload threads down without waiting for those parts. Returns
+        the aborted upload's id, or ``""`` when no multipart upload was started (or it was already
+        completed or aborted).
+        """
+        self._cancelled = True
+        for future in list(self._parts):
+            future.cancel()
+        upload_id, self._upload_id = self._upload_id, ""
+        if upload_id:
+            self._abort_upload(upload_id)
+        return upload_id
+
+    def _abort_upload(self, upload_id: str) -> None:
+        try:
+            with translate_errors("AbortMultipartUpload", self.bucket, self.key):
+                self.client.raw.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload_id, **self._request_args()
+                )
+        except S3RequestError as err:
+            log.warning(
+                "Could not abort the multipart upload %s of s3://%s/%s (a retry of the task cleans it up; "
+                "an AbortIncompleteMultipartUpload lifecycle rule does too): %s",
+                upload_id,
+                self.bucket,
+                self.key,
+                err,
+            )
+        else:
+            log.info("Aborted the multipart upload %s of s3://%s/%s", upload_id, self.bucket, self.key)
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            # Once cancelled, the parts on the wire are refused anyway: the task must not wait for them.
+            self._pool.shutdown(wait=not self._cancelled, cancel_futures=True)
+            self._pool = None
