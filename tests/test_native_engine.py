@@ -25,19 +25,24 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.session
 import pytest
+from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 
-import airflow_s3_publisher.s3_native as native
-from airflow_s3_publisher.exceptions import S3RequestError
-from airflow_s3_publisher.s3 import MiB, TransferOptions, UploadResult
-from airflow_s3_publisher.s3_native import EngineUnavailable, GetRequest, NativeEngine, PutRequest, SizedJob
+import airflow_s3_publisher.s3.native as native
+from airflow_s3_publisher.exceptions import InvalidSpecError, S3RequestError
+from airflow_s3_publisher.options import MiB, TransferOptions
+from airflow_s3_publisher.s3.client import S3Client, connect
+from airflow_s3_publisher.s3.engine import BotoEngine, EngineUnavailable, select_engine
+from airflow_s3_publisher.s3.native import NativeEngine
+from airflow_s3_publisher.s3.objects import GetRequest, GetResult, PutJob, PutRequest, UploadResult
 from tests.faultproxy import RESET, SLOWDOWN, running_proxy
 from tests.storeproxy import Refusal, Seen, StoreProxy, refuse_checksum_headers, self_signed_tls, virtual_host_only
+from tests.support import use_connection
 from tools.seaweed import ADMIN, WRITE_ONLY_BUCKET, WRITER, Identity, SeaweedServer
 from tools.stores import virtual_host_seaweed
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3 import S3Client as BotoS3Client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,7 +63,7 @@ def session_for(identity: Identity, token: str | None = None) -> boto3.Session:
     )
 
 
-def engine_for(
+def client_for(
     endpoint: str,
     identity: Identity = ADMIN,
     *,
@@ -67,27 +72,54 @@ def engine_for(
     region: str = REGION,
     verify: bool | str | None = None,
     **options: Any,
-) -> NativeEngine:
-    return NativeEngine.create(
-        session or session_for(identity),
-        endpoint_url=endpoint,
+) -> S3Client:
+    """An S3Client as connect() builds one from an Airflow connection, without the connection."""
+    session = session or session_for(identity)
+    raw = session.client(
+        "s3",
+        endpoint_url=endpoint or None,
+        region_name=region,
+        config=Config(s3={"addressing_style": style}, retries={"max_attempts": 1}),
+        verify=verify,
+    )
+    return S3Client(
+        raw=raw,
+        endpoint=endpoint,
         region=region,
+        options=TransferOptions(**options),
+        session=session,
         addressing_style=style,
         verify=verify,
-        options=TransferOptions(**options),
     )
 
 
-def put_job(key: str, data: bytes, **args: Any) -> Callable[[], PutRequest]:
+def engine_for(
+    endpoint: str, identity: Identity = ADMIN, *, concurrency: int | None = None, **kwargs: Any
+) -> NativeEngine:
+    """The native engine for :func:`client_for`'s client."""
+    return NativeEngine.create(client_for(endpoint, identity, **kwargs), concurrency=concurrency)
+
+
+def put_job(key: str, data: bytes, **args: Any) -> PutJob:
     """A job as a plain publish makes one: it 'reads' the bytes and hashes them."""
-    return lambda: PutRequest(key, data, hashlib.sha256(data).digest(), args)
+    return PutJob(len(data), lambda: PutRequest(key, data, hashlib.sha256(data).digest(), args))
+
+
+def get_all(
+    engine: NativeEngine, bucket: str, requests: list[GetRequest], on_bytes: Callable[[int], None] = lambda n: None
+) -> list[GetResult]:
+    done: list[GetResult] = []
+    engine.get_many(bucket, requests, on_bytes, done.append)
+    return done
 
 
 def b64_sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def put_all(engine: NativeEngine, bucket: str, objects: dict[str, bytes], **args: Any) -> list[UploadResult]:
+def put_all(
+    engine: NativeEngine | BotoEngine, bucket: str, objects: dict[str, bytes], **args: Any
+) -> list[UploadResult]:
     stored: list[UploadResult] = []
     results = engine.put_many(bucket, [put_job(k, v, **args) for k, v in objects.items()], stored.append)
     assert sorted(r.key for r in stored) == sorted(r.key for r in results)
@@ -129,7 +161,7 @@ def scope_region(seen: Seen) -> str:
 
 
 def test_round_trip_stores_exact_bytes_with_their_checksum(
-    engine: NativeEngine, s3_admin: S3Client, bucket: str, tmp_path: Path
+    engine: NativeEngine, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
 ) -> None:
     objects = {
         "run/empty.txt": b"",
@@ -156,8 +188,8 @@ def test_round_trip_stores_exact_bytes_with_their_checksum(
             counted.append(n)
 
     requests = [GetRequest(key, tmp_path / f"f{n}") for n, key in enumerate(objects)]
-    got = engine.get_many(bucket, requests, on_bytes)
-    assert {g.key: (g.size, g.sha256) for g in got} == {
+    got = get_all(engine, bucket, requests, on_bytes)
+    assert {g.request.key: (g.size, g.sha256) for g in got} == {
         k: (len(v), hashlib.sha256(v).digest()) for k, v in objects.items()
     }
     for request in requests:
@@ -166,14 +198,14 @@ def test_round_trip_stores_exact_bytes_with_their_checksum(
 
 
 def test_versions_are_returned_and_pinned_downloads_get_them(
-    engine: NativeEngine, s3_admin: S3Client, versioned_bucket: str, tmp_path: Path
+    engine: NativeEngine, s3_admin: BotoS3Client, versioned_bucket: str, tmp_path: Path
 ) -> None:
     first = put_all(engine, versioned_bucket, {"k": b"first"})[0]
     second = put_all(engine, versioned_bucket, {"k": b"second"})[0]
     versions = s3_admin.list_object_versions(Bucket=versioned_bucket, Prefix="k")["Versions"]
     assert {first.version_id, second.version_id} == {v["VersionId"] for v in versions}
     assert first.version_id != second.version_id
-    engine.get_many(versioned_bucket, [GetRequest("k", tmp_path / "old", version_id=first.version_id)], lambda n: None)
+    get_all(engine, versioned_bucket, [GetRequest("k", tmp_path / "old", version_id=first.version_id)])
     assert (tmp_path / "old").read_bytes() == b"first"
 
 
@@ -195,7 +227,7 @@ def test_one_put_per_object_with_the_sha256_header_and_nothing_else(
 
 
 def test_a_body_changed_in_transit_is_refused_by_the_store_and_not_stored(
-    seaweed: SeaweedServer, s3_admin: S3Client, bucket: str
+    seaweed: SeaweedServer, s3_admin: BotoS3Client, bucket: str
 ) -> None:
     def flip_last_byte(request: Seen, body: bytes) -> bytes:
         return body[:-1] + bytes([body[-1] ^ 1])
@@ -212,7 +244,7 @@ def test_a_body_changed_in_transit_is_refused_by_the_store_and_not_stored(
     assert s3_admin.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-def test_object_options_reach_the_store(engine: NativeEngine, s3_admin: S3Client, bucket: str) -> None:
+def test_object_options_reach_the_store(engine: NativeEngine, s3_admin: BotoS3Client, bucket: str) -> None:
     put_all(
         engine,
         bucket,
@@ -251,9 +283,7 @@ def test_kms_and_expected_bucket_owner_are_signed_headers(seaweed: SeaweedServer
                 ExpectedBucketOwner="123456789012",
             )
         with pytest.raises(S3RequestError):
-            engine.get_many(
-                bucket, [GetRequest("kms/x", Path("unused"), args={"ExpectedBucketOwner": "123456789012"})], print
-            )
+            get_all(engine, bucket, [GetRequest("kms/x", Path("unused"), args={"ExpectedBucketOwner": "123456789012"})])
     put, get = proxy.requests()
     assert put.headers["x-amz-server-side-encryption"] == "aws:kms"
     assert put.headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/results"
@@ -265,7 +295,7 @@ def test_kms_and_expected_bucket_owner_are_signed_headers(seaweed: SeaweedServer
     assert "s3:PutObject on arn:aws:s3:::" + bucket + "/kms/x" in str(caught.value)
 
 
-def test_write_only_identity_publishes_with_puts_only(seaweed: SeaweedServer, s3_admin: S3Client) -> None:
+def test_write_only_identity_publishes_with_puts_only(seaweed: SeaweedServer, s3_admin: BotoS3Client) -> None:
     prefix = f"wo-{uuid.uuid4().hex[:8]}/"
     objects = {f"{prefix}{n}.txt": f"file {n}".encode() for n in range(20)}
     with StoreProxy(seaweed.endpoint, lambda request: None) as proxy, engine_for(proxy.endpoint, WRITER) as engine:
@@ -276,7 +306,7 @@ def test_write_only_identity_publishes_with_puts_only(seaweed: SeaweedServer, s3
 
 
 def test_sized_jobs_and_many_files_keep_a_bounded_number_in_flight(
-    seaweed: SeaweedServer, s3_admin: S3Client, bucket: str
+    seaweed: SeaweedServer, s3_admin: BotoS3Client, bucket: str
 ) -> None:
     running = 0
     peak = 0
@@ -293,16 +323,8 @@ def test_sized_jobs_and_many_files_keep_a_bounded_number_in_flight(
             running -= 1
         return PutRequest(f"many/{n:04d}", data, hashlib.sha256(data).digest(), {})
 
-    jobs = (SizedJob(100, lambda n=n: job(n)) for n in range(300))  # a generator: nothing listed ahead
-    with NativeEngine.create(
-        session_for(ADMIN),
-        endpoint_url=seaweed.endpoint,
-        region=REGION,
-        addressing_style="path",
-        verify=None,
-        options=TransferOptions(),
-        concurrency=6,
-    ) as engine:
+    jobs = (PutJob(100, lambda n=n: job(n)) for n in range(300))  # a generator: nothing listed ahead
+    with engine_for(seaweed.endpoint, concurrency=6) as engine:
         results = engine.put_many(bucket, jobs, lambda r: None)
     assert len(results) == 300
     assert peak <= 6
@@ -318,9 +340,9 @@ def test_a_failing_job_stops_the_publish_and_is_raised_as_is(engine: NativeEngin
             raise ValueError("the file changed while it was published")
         return PutRequest(f"stop/{n}", b"x", hashlib.sha256(b"x").digest(), {})
 
-    def jobs() -> Iterator[Callable[[], PutRequest]]:
+    def jobs() -> Iterator[PutJob]:
         for n in range(10_000):
-            yield lambda n=n: job(n)
+            yield PutJob(1, lambda n=n: job(n))
 
     with pytest.raises(ValueError, match="changed while"):
         engine.put_many(bucket, jobs(), lambda r: None)
@@ -328,7 +350,7 @@ def test_a_failing_job_stops_the_publish_and_is_raised_as_is(engine: NativeEngin
 
 
 def test_a_failing_job_generator_is_raised_as_is(engine: NativeEngine, bucket: str) -> None:
-    def jobs() -> Iterator[Callable[[], PutRequest]]:
+    def jobs() -> Iterator[PutJob]:
         yield put_job("gen/1", b"x")
         raise OSError("listing the source failed")
 
@@ -343,7 +365,7 @@ def test_missing_bucket_and_key_are_translated(
     seaweed: SeaweedServer, engine: NativeEngine, bucket: str, tmp_path: Path
 ) -> None:
     with pytest.raises(S3RequestError) as caught:
-        engine.get_many(f"missing-{uuid.uuid4().hex[:8]}", [GetRequest("k", tmp_path / "k")], lambda n: None)
+        get_all(engine, f"missing-{uuid.uuid4().hex[:8]}", [GetRequest("k", tmp_path / "k")])
     assert (caught.value.code, caught.value.status) == ("NoSuchBucket", 404)
     assert "does not exist" in str(caught.value)
     assert caught.value.request_id
@@ -351,7 +373,7 @@ def test_missing_bucket_and_key_are_translated(
     assert type(caught.value.__cause__).__module__.startswith(("obstore", "builtins"))
 
     with pytest.raises(S3RequestError) as caught:
-        engine.get_many(bucket, [GetRequest("no/such/key", tmp_path / "k")], lambda n: None)
+        get_all(engine, bucket, [GetRequest("no/such/key", tmp_path / "k")])
     assert (caught.value.code, caught.value.status, caught.value.key) == ("NoSuchKey", 404, "no/such/key")
     assert f"there is no object s3://{bucket}/no/such/key" in str(caught.value)
 
@@ -366,7 +388,7 @@ def test_non_admin_put_into_a_missing_bucket_is_refused(seaweed: SeaweedServer) 
 
 def test_access_denied_names_the_permission(seaweed: SeaweedServer, tmp_path: Path) -> None:
     with engine_for(seaweed.endpoint, WRITER) as engine, pytest.raises(S3RequestError) as caught:
-        engine.get_many(WRITE_ONLY_BUCKET, [GetRequest("any/key", tmp_path / "k")], lambda n: None)
+        get_all(engine, WRITE_ONLY_BUCKET, [GetRequest("any/key", tmp_path / "k")])
     assert (caught.value.code, caught.value.status, caught.value.operation) == ("AccessDenied", 403, "GetObject")
     assert f"lack s3:GetObject on arn:aws:s3:::{WRITE_ONLY_BUCKET}/any/key" in str(caught.value)
 
@@ -403,9 +425,24 @@ def test_unsupported_arguments_and_keys_are_named(engine: NativeEngine) -> None:
         assert engine.unsupported_key(key), key
 
 
-def test_an_unsupported_key_in_a_batch_fails_clearly(engine: NativeEngine, bucket: str) -> None:
+def test_keys_obstore_cannot_address_go_through_boto3(
+    engine: NativeEngine, s3_admin: BotoS3Client, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=native.__name__)
+    objects = {"odd//double-slash": b"boto3 sends this one", "plain/key": b"obstore sends this one"}
+    put_all(engine, bucket, objects)
+    got = get_all(engine, bucket, [GetRequest(k, tmp_path / str(n)) for n, k in enumerate(objects)])
+    for key, data in objects.items():
+        assert s3_admin.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert {g.request.key: g.request.path.read_bytes() for g in got} == objects
+    assert any("through boto3" in r.getMessage() and "odd//double-slash" in r.getMessage() for r in caplog.records)
+
+
+def test_an_object_whose_arguments_the_engine_cannot_send_fails_clearly(engine: NativeEngine, bucket: str) -> None:
+    """The engine is chosen for a batch by its first object's arguments; a later one that differs is refused."""
+    jobs = [put_job("a", b"x"), put_job("b", b"x", ACL="public-read")]
     with pytest.raises(S3RequestError, match="cannot go through the native engine") as caught:
-        put_all(engine, bucket, {"a//b": b"x"})
+        engine.put_many(bucket, jobs, lambda r: None)
     assert caught.value.code == "NativeEngineUnsupported"
 
 
@@ -414,7 +451,7 @@ def test_an_unsupported_key_in_a_batch_fails_clearly(engine: NativeEngine, bucke
 
 def test_transient_failures_are_retried_and_each_attempt_logged(
     seaweed: SeaweedServer,
-    s3_admin: S3Client,
+    s3_admin: BotoS3Client,
     bucket: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -427,7 +464,7 @@ def test_transient_failures_are_retried_and_each_attempt_logged(
         with engine_for(proxy.endpoint) as engine:
             put_all(engine, bucket, objects)
             proxy.configure(operations=frozenset({"GetObject"}), script=(SLOWDOWN, RESET))
-            engine.get_many(bucket, [GetRequest(k, tmp_path / k.replace("/", "_")) for k in objects], lambda n: None)
+            get_all(engine, bucket, [GetRequest(k, tmp_path / k.replace("/", "_")) for k in objects])
         stats = proxy.stats()
     for key, data in objects.items():
         assert s3_admin.get_object(Bucket=bucket, Key=key)["Body"].read() == data
@@ -499,7 +536,7 @@ def refreshable_session(refresh: Callable[[], dict[str, Any]]) -> boto3.Session:
 
 
 def test_refreshable_credentials_are_asked_again_after_expiry(
-    seaweed: SeaweedServer, s3_admin: S3Client, bucket: str
+    seaweed: SeaweedServer, s3_admin: BotoS3Client, bucket: str
 ) -> None:
     """The first batch runs as WRITER (write-only); after the credentials expire the provider hands out
     ADMIN's keys, and only ADMIN may write to ``bucket``: a copied key would fail there."""
@@ -563,7 +600,7 @@ def test_session_token_of_the_connection_is_sent(recorder: StoreProxy, bucket: s
 
 
 def test_stray_aws_environment_variables_are_not_picked_up(
-    monkeypatch: pytest.MonkeyPatch, recorder: StoreProxy, s3_admin: S3Client, bucket: str, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, recorder: StoreProxy, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
 ) -> None:
     stray = {
         "AWS_ACCESS_KEY_ID": "AKIASTRAYSTRAYSTRAY1",
@@ -591,7 +628,7 @@ def test_stray_aws_environment_variables_are_not_picked_up(
         monkeypatch.setenv(name, value)
     with engine_for(recorder.endpoint) as engine:  # the session has the connection's keys, as the hook's does
         put_all(engine, bucket, {"env/k": b"no stray settings"}, Tagging="a=b")
-        engine.get_many(bucket, [GetRequest("env/k", tmp_path / "k")], lambda n: None)
+        get_all(engine, bucket, [GetRequest("env/k", tmp_path / "k")])
     put, get = recorder.requests()
     for request in (put, get):
         assert request.target == f"/{bucket}/env/k"  # path-style, our endpoint, our bucket
@@ -625,7 +662,7 @@ def test_environment_settings_that_cannot_be_overridden_make_it_step_aside(
 
 
 def test_store_refusing_checksum_headers(
-    seaweed: SeaweedServer, s3_admin: S3Client, bucket: str, tmp_path: Path
+    seaweed: SeaweedServer, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
 ) -> None:
     """GCS's XML API: checksums=False sends no checksum header at all; the default is refused with the hint."""
     with StoreProxy(seaweed.endpoint, refuse_checksum_headers) as gcs:
@@ -635,7 +672,7 @@ def test_store_refusing_checksum_headers(
         assert "TransferOptions(checksums=False)" in str(caught.value)
         with engine_for(gcs.endpoint, region="auto", checksums=False) as engine:
             put_all(engine, bucket, {"gcs/k": b"no checksum header"})
-            engine.get_many(bucket, [GetRequest("gcs/k", tmp_path / "k")], lambda n: None)
+            get_all(engine, bucket, [GetRequest("gcs/k", tmp_path / "k")])
         put = [s for s in gcs.requests() if s.refusal is None and s.method == "PUT"]
     assert put
     assert not any(name.startswith("x-amz-checksum") for name in put[0].headers)
@@ -644,7 +681,7 @@ def test_store_refusing_checksum_headers(
     assert s3_admin.get_object(Bucket=bucket, Key="gcs/k")["Body"].read() == b"no checksum header"
 
 
-def test_r2_region_auto_signs_for_auto(recorder: StoreProxy, s3_admin: S3Client, bucket: str) -> None:
+def test_r2_region_auto_signs_for_auto(recorder: StoreProxy, s3_admin: BotoS3Client, bucket: str) -> None:
     with engine_for(recorder.endpoint, region="auto") as engine:
         put_all(engine, bucket, {"r2/k": b"signed for auto"})
     assert {scope_region(s) for s in recorder.requests()} == {"auto"}
@@ -678,7 +715,7 @@ def test_virtual_host_only_store(
     endpoint = f"http://{VHOST_DOMAIN}:{proxy.port}"
     with engine_for(endpoint, style="virtual") as engine:
         put_all(engine, name, {"v/k": b"virtual host"})
-        engine.get_many(name, [GetRequest("v/k", tmp_path / "k")], lambda n: None)
+        get_all(engine, name, [GetRequest("v/k", tmp_path / "k")])
     assert admin.get_object(Bucket=name, Key="v/k")["Body"].read() == b"virtual host"
     assert (tmp_path / "k").read_bytes() == b"virtual host"
     assert {s.host for s in proxy.requests() if s.refusal is None} == {f"{name}.{VHOST_DOMAIN}"}
@@ -728,7 +765,7 @@ def ca_signed_tls(host: str, directory: Path) -> tuple[ssl.SSLContext, Path]:
 
 
 def test_tls_with_the_connections_ca_bundle(
-    seaweed: SeaweedServer, s3_admin: S3Client, bucket: str, tmp_path: Path
+    seaweed: SeaweedServer, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
 ) -> None:
     tls, ca = ca_signed_tls("localhost", tmp_path / "tls")
     with StoreProxy(seaweed.endpoint, lambda request: None, tls=tls) as front:
@@ -771,27 +808,34 @@ def test_a_self_signed_ca_as_server_certificate_makes_it_step_aside(seaweed: Sea
 # ------------------------------------------------------------------------------------------ fallback
 
 
-def test_a_missing_obstore_makes_it_step_aside(
-    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_missing_obstore_makes_the_client_use_boto3(
+    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, bucket: str
 ) -> None:
     for name in [m for m in sys.modules if m == "obstore" or m.startswith("obstore.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "obstore", None)  # `import obstore` now raises ImportError
     with pytest.raises(EngineUnavailable, match="obstore cannot be imported"):
         engine_for(seaweed.endpoint)
-    caplog.set_level(logging.INFO, logger=native.__name__)
-    assert (
-        native.try_create(
-            session_for(ADMIN),
-            endpoint_url=seaweed.endpoint,
-            region=REGION,
-            addressing_style="path",
-            verify=None,
-            options=TransferOptions(),
-        )
-        is None
-    )
-    assert any("using boto3" in r.getMessage() and "obstore" in r.getMessage() for r in caplog.records)
+    caplog.set_level(logging.INFO)
+    client = client_for(seaweed.endpoint)
+    engine = select_engine(client, {"ContentType": "text/plain"}, logging.getLogger("test"))
+    assert isinstance(engine, BotoEngine)
+    assert any("boto3 engine" in r.getMessage() and "obstore" in r.getMessage() for r in caplog.records)
+    engine.put_many(bucket, [put_job("fallback/k", b"still published")], lambda r: None)
+    with pytest.raises(InvalidSpecError, match="obstore cannot be imported"):
+        select_engine(client_for(seaweed.endpoint, engine="native"), {}, logging.getLogger("test"))
+
+
+def test_the_client_from_an_airflow_connection_picks_the_native_engine(
+    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
+) -> None:
+    client = connect(use_connection(monkeypatch, "native_conn", seaweed, ADMIN))
+    engine = client.engine({"ContentType": "text/plain", "Metadata": {"sha256": "00"}})
+    assert isinstance(engine, NativeEngine)
+    put_all(engine, bucket, {"conn/k": b"through the connection"}, ContentType="text/plain")
+    assert s3_admin.get_object(Bucket=bucket, Key="conn/k")["Body"].read() == b"through the connection"
+    assert isinstance(client.engine({"ACL": "private"}), BotoEngine)  # an argument it cannot send
+    client.close()
 
 
 def test_a_process_forked_after_obstore_was_loaded_does_not_use_it(seaweed: SeaweedServer, bucket: str) -> None:

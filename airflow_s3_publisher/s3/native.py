@@ -10,7 +10,8 @@ a prefix fetch; multipart uploads, listings and everything else stay on boto3.
 What it guarantees (each checked by tests/test_native_engine.py against a real SeaweedFS):
 
 * **Settings from the Airflow connection only.** Endpoint, region, addressing style and TLS
-  verification are the ones the boto3 path resolved from the connection (passed to :meth:`create`).
+  verification are the ones :func:`~airflow_s3_publisher.s3.client.connect` resolved from the
+  connection (the :class:`S3Client` given to :meth:`NativeEngine.create`).
   Credentials are read from the boto3 session's credential provider on every refresh
   (``get_frozen_credentials()``, cached at most :data:`CREDENTIAL_TTL` and never past the credentials'
   own expiry), so assumed roles keep working past their expiry; no key is ever copied into the store.
@@ -28,16 +29,24 @@ What it guarantees (each checked by tests/test_native_engine.py against a real S
   the payload hash is signed only when there is no checksum (then no checksum header at all is sent),
   so the body is hashed once either way. Metadata, tags, content type, storage class, SSE/KMS and
   the expected bucket owner (a signed header) are sent; :meth:`NativeEngine.unsupported` names any
-  other argument, and such a publish belongs on the boto3 path.
+  other argument, and such a transfer belongs on the boto3 path. The rare key obstore cannot address
+  (``a//b``, a trailing ``/``: :meth:`NativeEngine.unsupported_key`) goes through the client's boto3
+  path, said once in the log.
 * **Retries in Python:** obstore's own retries are off; each failed attempt that will be retried is
   logged (``S3 PutObject attempt 1 of 5 failed (HTTP 503 SlowDown); retrying with backoff``), with
   ``max_attempts``, ``connect_timeout`` and ``read_timeout`` from :class:`TransferOptions`.
 * **Errors** become :class:`S3RequestError` (operation, bucket, key, code, status, request id; the same
   hints as the boto3 path; never credentials; obstore's error kept as ``__cause__``).
 * **Never breaks a publish:** obstore is imported only in :meth:`NativeEngine.create`; a missing or
-  broken wheel, a store that cannot be built, or a process forked from one that had obstore loaded
+  broken wheel, a store that cannot be built, TLS the native stack would refuse (a self-signed CA
+  certificate serving as the server's own), or a process forked from one that had obstore loaded
   (obstore's runtime threads do not survive a fork: its calls would hang) raises
-  :class:`EngineUnavailable` (see :func:`try_create`, which logs why and returns ``None``).
+  :class:`~airflow_s3_publisher.s3.engine.EngineUnavailable`, and
+  :func:`~airflow_s3_publisher.s3.engine.select_engine` falls back to boto3, saying why.
+
+Name resolution and proxies: reqwest resolves host names with the system resolver (not Python's
+``socket.getaddrinfo``) and honours ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` as botocore does.
+
 """
 
 from __future__ import annotations
@@ -52,22 +61,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from botocore.exceptions import ClientError
-
-from airflow_s3_publisher.exceptions import S3PublisherError, S3RequestError
-from airflow_s3_publisher.s3 import TransferOptions, UploadResult, _client_error, is_aws_endpoint
+from airflow_s3_publisher.exceptions import S3RequestError
+from airflow_s3_publisher.s3.engine import MEMORY_BUDGET, EngineUnavailable
+from airflow_s3_publisher.s3.errors import explain, where
+from airflow_s3_publisher.s3.objects import GetRequest, GetResult, PutJob, PutRequest, UploadResult
 
 if TYPE_CHECKING:
-    import boto3
     from botocore.config import Config
+
+    from airflow_s3_publisher.options import TransferOptions
+    from airflow_s3_publisher.s3.client import S3Client
+
+__all__ = ["DEFAULT_CONCURRENCY", "GET_ARGS", "PUT_ARGS", "NativeEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +87,6 @@ MiB = 1024 * 1024
 #: Requests in flight at once unless :meth:`NativeEngine.create` is told otherwise: small requests are
 #: latency-bound, so this is higher than TransferOptions.concurrency's default (see benchmarks/engine_probe.py).
 DEFAULT_CONCURRENCY = 32
-#: Bytes of request bodies held at once across the workers, for jobs that say their size (:class:`SizedJob`).
-MEMORY_BUDGET = 64 * MiB
 #: Objects up to this size are downloaded into one buffer; larger ones are streamed in chunks of this size.
 STREAM_CHUNK = 1 * MiB
 #: The longest the engine keeps one answer of the session's credential provider.
@@ -166,73 +176,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class EngineUnavailable(S3PublisherError):
-    """The native engine cannot serve this connection here (missing wheel, unsupported setting...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PutRequest:
-    """One object to store with a single PutObject.
-
-    :param key: the object key.
-    :param body: every byte of the object.
-    :param sha256: SHA-256 of ``body``, computed by the caller (it goes into the :class:`UploadResult`).
-    :param args: PutObject arguments in boto3's names (see :data:`PUT_ARGS`): ``ContentType``,
-        ``Metadata`` (a dict), ``Tagging`` (url-encoded), ``StorageClass``, ``ServerSideEncryption``,
-        ``SSEKMSKeyId``, ``ExpectedBucketOwner``...
-    """
-
-    key: str
-    body: bytes
-    sha256: bytes
-    args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
-class GetRequest:
-    """One object to download into a file.
-
-    :param key: the object key.
-    :param path: the file to create (or overwrite); its parent directory must exist.
-    :param version_id: download this version rather than the latest.
-    :param args: GetObject arguments in boto3's names; only ``ExpectedBucketOwner`` is supported.
-    """
-
-    key: str
-    path: Path
-    version_id: str = ""
-    args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
-class GetResult:
-    """One downloaded object: its key, the file written, its size and the SHA-256 of the bytes written."""
-
-    key: str
-    path: Path
-    size: int
-    sha256: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SizedJob:
-    """A put job that says beforehand how many bytes its body will hold.
-
-    :meth:`NativeEngine.put_many` runs a sized job only when its bytes fit in :data:`MEMORY_BUDGET`
-    together with the bodies already in flight (one job always runs), so memory stays bounded even
-    when the files are large; a plain callable is held to the number of workers only.
-
-    :param size: bytes the body will hold (e.g. the file's size when it was listed).
-    :param read: reads the file and returns its :class:`PutRequest`.
-    """
-
-    size: int
-    read: Callable[[], PutRequest]
-
-    def __call__(self) -> PutRequest:
-        return self.read()
-
-
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """What one failed attempt amounts to."""
@@ -259,69 +202,52 @@ class NativeEngine:
 
     def __init__(
         self,
+        client: S3Client,
         obstore: Any,
         store_class: Any,
         bridge: _CredentialBridge,
         *,
         endpoint_url: str,
-        region: str,
         addressing_style: str,
         client_options: Mapping[str, Any],
-        options: TransferOptions,
         concurrency: int,
     ) -> None:
         """Use :meth:`create`."""
+        self._client = client
         self._obstore = obstore
         self._store_class = store_class
         self._request_errors: tuple[type[BaseException], ...] = (obstore.exceptions.BaseError,)
         self._bridge = bridge
         self._endpoint_url = endpoint_url
-        self._region = region
+        self._region = client.region or "us-east-1"
         self._addressing_style = addressing_style
         self._client_options = dict(client_options)
-        self._options = options
+        self._options = client.options
         self._concurrency = concurrency
         self._stores: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str, str]], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._told_boto3 = False
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def create(
-        cls,
-        session: boto3.Session,
-        *,
-        endpoint_url: str,
-        region: str,
-        addressing_style: str,
-        verify: bool | str | None,
-        options: TransferOptions,
-        client_config: Config | None = None,
-        concurrency: int | None = None,
-    ) -> NativeEngine:
-        """Build the engine for one Airflow connection, as the boto3 path resolved it.
+    def create(cls, client: S3Client, *, concurrency: int | None = None) -> NativeEngine:
+        """Build the engine for ``client``: its endpoint, region, addressing style, TLS verification,
+        transfer options and the boto3 session its credentials come from, as :func:`connect` resolved them.
 
-        :param session: the S3Hook's boto3 session; its credential provider is asked for credentials on
-            every refresh (never copied).
-        :param endpoint_url: the endpoint (``http(s)://host[:port]``); empty for AWS's own
-            ``https://s3.<region>.amazonaws.com``.
-        :param region: the signing region (``us-east-1`` when empty; ``auto`` for R2).
-        :param addressing_style: ``path``, ``virtual`` (``<bucket>.<host>``) or ``auto`` (virtual for AWS's
-            own endpoints, path elsewhere). Buckets whose names cannot be host names go path-style, as
-            with botocore.
-        :param verify: TLS verification as boto3 takes it: ``False`` (none), a CA bundle file, or
-            ``None``/``True`` (the system's roots; ``None`` also honours the session's ``ca_bundle``
-            setting, e.g. ``AWS_CA_BUNDLE``, as botocore does). The bundle adds to the system's roots.
-        :param options: attempts, timeouts and checksums (``part_size`` and ``multipart_threshold`` are
-            the caller's business: every object here is one request).
-        :param client_config: the botocore Config of the boto3 path, when it has one; settings the
-            engine cannot honour (proxies, client certificates, accelerate/dual-stack/FIPS endpoints)
-            make it refuse.
-        :param concurrency: requests in flight at once; default ``max(options.concurrency,``
+        The session's credential provider is asked for credentials on every refresh (never copied).
+        TLS: ``client.verify`` ``False`` (none), a CA bundle file, or ``None``/``True`` (the system's
+        roots; ``None`` also honours the session's ``ca_bundle`` setting, e.g. ``AWS_CA_BUNDLE``, as
+        botocore does). A bundle adds to the system's roots.
+
+        :param client: the S3Client of the transfer (its boto3 client also serves the rare key the
+            engine cannot address, see :meth:`unsupported_key`).
+        :param concurrency: requests in flight at once; default ``max(client.options.concurrency,``
             :data:`DEFAULT_CONCURRENCY` ``)``.
-        :raises EngineUnavailable: obstore is missing or broken, the session has no credentials, or a
-            setting (from the connection or the environment) cannot be honoured; the message says which.
+        :raises EngineUnavailable: obstore is missing or broken, the client has no boto3 session or the
+            session no credentials, or a setting (from the connection, its botocore config or the
+            environment) cannot be honoured; the message says which.
         """
         if _forked_with_obstore:
             raise EngineUnavailable(
@@ -334,21 +260,24 @@ class NativeEngine:
             from obstore.store import S3Store
         except Exception as err:  # a missing or broken wheel: ImportError, OSError from the .so, ...
             raise EngineUnavailable(f"obstore cannot be imported ({type(err).__name__}: {err})") from err
-        problem = _environment_problem(options) or _config_problem(client_config)
+        options = client.options
+        problem = _environment_problem(options) or _config_problem(getattr(client.raw.meta, "config", None))
         if problem:
             raise EngineUnavailable(problem)
-        style = addressing_style or "auto"
-        if style not in ("path", "virtual", "auto"):
-            raise EngineUnavailable(f"addressing style {addressing_style!r} is not one of 'path', 'virtual', 'auto'")
-        if style == "auto":
-            style = "virtual" if is_aws_endpoint(endpoint_url) else "path"
+        style = client.addressing_style or "path"
+        if style not in ("path", "virtual"):
+            raise EngineUnavailable(f"addressing style {style!r} is not 'path' or 'virtual'")
+        session = client.session
+        if session is None:
+            raise EngineUnavailable("the S3 client has no boto3 session to take credentials from")
         credentials = session.get_credentials()
         if credentials is None:
             raise EngineUnavailable("the connection's boto3 session has no credentials")
-        endpoint = endpoint_url.rstrip("/") or f"https://s3.{region or 'us-east-1'}.amazonaws.com"
+        endpoint = client.endpoint.rstrip("/") or f"https://s3.{client.region or 'us-east-1'}.amazonaws.com"
         parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EngineUnavailable(f"endpoint {endpoint_url!r} is not an http(s) URL")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise EngineUnavailable(f"endpoint {client.endpoint!r} is not a plain http(s) URL")
+        verify = client.verify
         if verify is None:
             verify = session._session.get_config_variable("ca_bundle")
         if concurrency is not None and concurrency < 1:
@@ -357,19 +286,17 @@ class NativeEngine:
             problem = _bundle_problem(verify, parts.hostname)
             if problem:
                 raise EngineUnavailable(problem)
-        client_options = _client_options(parts.scheme, verify, options)
         engine = cls(
+            client,
             obstore,
             S3Store,
             _CredentialBridge(credentials),
             endpoint_url=endpoint,
-            region=region or "us-east-1",
             addressing_style=style,
-            client_options=client_options,
-            options=options,
+            client_options=_client_options(parts.scheme, verify, options),
             concurrency=concurrency or max(options.concurrency, DEFAULT_CONCURRENCY),
         )
-        engine._build_store("probe-bucket", (), ("", ""))  # settings obstore refuses fail here, not mid-publish
+        engine._build_store("probe-bucket", (), ("", ""))  # settings obstore refuses fail here, not mid-transfer
         return engine
 
     def _store(self, bucket: str, args: Mapping[str, Any]) -> Any:
@@ -475,68 +402,50 @@ class NativeEngine:
     # ------------------------------------------------------------------ uploads
 
     def put_many(
-        self,
-        bucket: str,
-        jobs: Iterable[Callable[[], PutRequest]],
-        on_stored: Callable[[UploadResult], None],
+        self, bucket: str, jobs: Iterable[PutJob], on_stored: Callable[[UploadResult], None]
     ) -> list[UploadResult]:
-        """Run each job (it reads one file and returns its PutRequest) and store its object with one PUT.
+        """Load each job (it reads one file) and store its object with one PutObject.
 
-        Jobs are taken from ``jobs`` one at a time (it may be a generator: nothing is listed ahead) by
-        the worker threads, so at most ``concurrency`` bodies exist at once (and, for
-        :class:`SizedJob` jobs, at most :data:`MEMORY_BUDGET` bytes of them beyond the first).
+        Jobs are taken from ``jobs`` one at a time by the worker threads (it may be a generator:
+        nothing is listed ahead), each loaded only when its size fits in :data:`MEMORY_BUDGET` with the
+        bodies already in flight (one always fits), so memory stays bounded for any number of files.
 
         :param bucket: the bucket every object goes to.
-        :param jobs: callables returning a :class:`PutRequest`; an exception one raises (e.g. a file
-            that changed) stops the publish and is raised as is.
+        :param jobs: the objects; an exception a job's ``load`` raises (e.g. a file that changed)
+            stops the transfer and is raised as is.
         :param on_stored: called with each :class:`UploadResult` as soon as its object is stored, from
-            the worker threads.
+            the worker threads; an exception it raises stops the transfer too.
         :returns: the results, in completion order.
         :raises S3RequestError: the first request that failed (after its retries); the others still in
             flight finish, no new one starts.
         """
-        iterator = iter(jobs)
-        take = threading.Lock()
-        done: list[UploadResult] = []
         budget = _ByteBudget(MEMORY_BUDGET)
-        stop = threading.Event()
-        failures: list[BaseException] = []
+        done: list[UploadResult] = []
 
-        def work() -> None:
-            while not stop.is_set():
-                try:
-                    with take:
-                        job = next(iterator, None)
-                    if job is None:
-                        return
-                    size = getattr(job, "size", None)
-                    with budget.hold(size if isinstance(size, int) else 0):
-                        if stop.is_set():
-                            return
-                        request = job()
-                        result = self._put_one(bucket, request, stop)
-                    on_stored(result)
-                    done.append(result)
-                except BaseException as err:
-                    failures.append(err)
-                    stop.set()
+        def store(job: PutJob, stop: threading.Event) -> None:
+            with budget.hold(job.size):
+                if stop.is_set():
                     return
+                result = self._put_one(bucket, job.load(), stop)
+            on_stored(result)
+            done.append(result)
 
-        self._run_workers(work, stop, "s3-native-put", _known_length(jobs))
-        if failures:
-            raise failures[0]
+        self._run_each(jobs, store, "s3-native-put")
         return done
 
     def _put_one(self, bucket: str, request: PutRequest, stop: threading.Event) -> UploadResult:
-        problem = self.unsupported(request.args) or self.unsupported_key(request.key)
-        if problem:
+        problem = self.unsupported(request.args)
+        if problem:  # the batch was chosen for its first object's args; this one differs
             raise S3RequestError(
-                f"PutObject on s3://{bucket}/{request.key} cannot go through the native engine: {problem}",
+                f"PutObject on {where(bucket, request.key)} cannot go through the native engine: {problem}",
                 operation="PutObject",
                 bucket=bucket,
                 key=request.key,
                 code="NativeEngineUnsupported",
             )
+        if self.unsupported_key(request.key):
+            self._tell_boto3(request.key)
+            return self._client.put_object(bucket, request.key, request.body, args=request.args, sha256=request.sha256)
         store = self._store(bucket, request.args)
         attributes, tags = _put_attributes(request.args)
         obstore = self._obstore
@@ -555,53 +464,45 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ downloads
 
-    def get_many(self, bucket: str, requests: Iterable[GetRequest], on_bytes: Callable[[int], None]) -> list[GetResult]:
+    def get_many(
+        self,
+        bucket: str,
+        requests: Iterable[GetRequest],
+        on_bytes: Callable[[int], None],
+        on_done: Callable[[GetResult], None],
+    ) -> None:
         """Download each object into its file, hashing the bytes as they are written.
 
         :param bucket: the bucket every object comes from.
-        :param requests: what to download and where; a file already there is overwritten.
-        :param on_bytes: called with each number of bytes written (from the worker threads); bytes
+        :param requests: what to download and where (a file already there is overwritten).
+        :param on_bytes: called with each number of bytes written, from the worker threads; bytes
             written again by a retried attempt are not counted twice.
-        :returns: the results, in completion order.
+        :param on_done: called with each :class:`GetResult` once its file is complete, from the worker
+            threads (e.g. to check it against the manifest); an exception it raises stops the transfer.
         :raises S3RequestError: the first download that failed after its retries (a missing key:
             code ``NoSuchKey``, status 404); the others still in flight finish, no new one starts.
         """
-        iterator = iter(requests)
-        take = threading.Lock()
-        done: list[GetResult] = []
-        stop = threading.Event()
-        failures: list[BaseException] = []
 
-        def work() -> None:
-            while not stop.is_set():
-                try:
-                    with take:
-                        request = next(iterator, None)
-                    if request is None:
-                        return
-                    done.append(self._get_one(bucket, request, on_bytes, stop))
-                except BaseException as err:
-                    failures.append(err)
-                    stop.set()
-                    return
+        def download(request: GetRequest, stop: threading.Event) -> None:
+            on_done(self._get_one(bucket, request, on_bytes, stop))
 
-        self._run_workers(work, stop, "s3-native-get", _known_length(requests))
-        if failures:
-            raise failures[0]
-        return done
+        self._run_each(requests, download, "s3-native-get")
 
     def _get_one(
         self, bucket: str, request: GetRequest, on_bytes: Callable[[int], None], stop: threading.Event
     ) -> GetResult:
-        problem = self.unsupported(request.args, operation="GetObject") or self.unsupported_key(request.key)
+        problem = self.unsupported(request.args, operation="GetObject")
         if problem:
             raise S3RequestError(
-                f"GetObject on s3://{bucket}/{request.key} cannot go through the native engine: {problem}",
+                f"GetObject on {where(bucket, request.key)} cannot go through the native engine: {problem}",
                 operation="GetObject",
                 bucket=bucket,
                 key=request.key,
                 code="NativeEngineUnsupported",
             )
+        if self.unsupported_key(request.key):
+            self._tell_boto3(request.key)
+            return self._boto3_get(bucket, request, on_bytes)
         store = self._store(bucket, request.args)
         options = {"version": request.version_id} if request.version_id else None
         obstore = self._obstore
@@ -627,17 +528,61 @@ class NativeEngine:
                     digest.update(chunk)
                     written += len(chunk)
                     count(written)
-            return GetResult(request.key, request.path, written, digest.digest())
+            return GetResult(request, written, digest.digest())
 
         result: GetResult = self._attempts("GetObject", bucket, request.key, get, stop)
         return result
 
+    def _boto3_get(self, bucket: str, request: GetRequest, on_bytes: Callable[[int], None]) -> GetResult:
+        """One download through the client's boto3 path (for a key obstore cannot address)."""
+        body = self._client.get_object(bucket, request.key, request.version_id, request.args).stream
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(request.path, "wb") as out:
+                while chunk := body.read(STREAM_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    on_bytes(len(chunk))
+        finally:
+            body.close()
+        return GetResult(request, size, digest.digest())
+
+    def _tell_boto3(self, key: str) -> None:
+        if not self._told_boto3:
+            self._told_boto3 = True
+            log.info("Sending objects whose keys obstore cannot address (e.g. %r) through boto3", key)
+
     # ------------------------------------------------------------------ shared machinery
 
-    def _run_workers(self, work: Callable[[], None], stop: threading.Event, name: str, jobs: int | None) -> None:
-        """Run ``work`` in ``concurrency`` threads (fewer for fewer jobs) until each returns."""
-        count = self._concurrency if jobs is None else max(1, min(self._concurrency, jobs))
-        threads = [threading.Thread(target=work, name=f"{name}-{n}", daemon=True) for n in range(count)]
+    def _run_each(self, items: Iterable[Any], work: Callable[[Any, threading.Event], None], name: str) -> None:
+        """Run ``work(item, stop)`` for every item in ``concurrency`` threads (fewer for fewer items).
+
+        Each thread takes the next item when it is free; on the first failure ``stop`` is set, no item
+        is taken any more, and once the running ones are done the failure is raised.
+        """
+        iterator = iter(items)
+        take = threading.Lock()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    with take:
+                        item = next(iterator, _END)
+                    if item is _END:
+                        return
+                    work(item, stop)
+                except BaseException as err:
+                    failures.append(err)
+                    stop.set()
+                    return
+
+        known = _known_length(items)
+        count = self._concurrency if known is None else max(1, min(self._concurrency, known))
+        threads = [threading.Thread(target=worker, name=f"{name}-{n}", daemon=True) for n in range(count)]
         for thread in threads:
             thread.start()
         try:
@@ -646,6 +591,8 @@ class NativeEngine:
         except BaseException:  # e.g. Airflow's task timeout in the main thread: start nothing new
             stop.set()
             raise
+        if failures:
+            raise failures[0]
 
     def _attempts(self, operation: str, bucket: str, key: str, call: Callable[[], Any], stop: threading.Event) -> Any:
         """Run ``call`` up to ``max_attempts`` times, logging each failed attempt that is retried."""
@@ -678,19 +625,25 @@ class NativeEngine:
     def _error(self, failure: _Failure, operation: str, bucket: str, key: str, attempts: int) -> S3RequestError:
         """The S3RequestError the boto3 path would raise for the same answer (same codes and hints)."""
         if failure.status is not None:
-            response: dict[str, Any] = {
-                "Error": {"Code": failure.code or str(failure.status), "Message": failure.message},
-                "ResponseMetadata": {"HTTPStatusCode": failure.status, "RequestId": failure.request_id},
-            }
-            return _client_error(ClientError(response, operation), operation, bucket, key)  # type: ignore[arg-type]
-        where = f"s3://{bucket}/{key}"
+            return explain(
+                operation,
+                bucket,
+                key,
+                code=failure.code or str(failure.status),
+                status=failure.status,
+                request_id=failure.request_id,
+                said=failure.message,
+            )
         if failure.code == "CredentialsError":
+            place = where(bucket, key)
             message = (
-                f"{operation} on {where} failed: the connection's credentials could not be had ({failure.message})"
+                f"{operation} on {place} failed: the connection's credentials could not be had ({failure.message})"
             )
         else:
             tries = f"after {attempts} attempts" if attempts > 1 else "on its only attempt"
-            message = f"{operation} on {where} failed {tries}: {failure.code} (endpoint {self._endpoint_url})"
+            message = (
+                f"{operation} on {where(bucket, key)} failed {tries}: {failure.code} (endpoint {self._endpoint_url})"
+            )
         return S3RequestError(message, operation=operation, bucket=bucket, key=key, code=failure.code)
 
     def close(self) -> None:
@@ -706,16 +659,7 @@ class NativeEngine:
         self.close()
 
 
-def try_create(session: boto3.Session, **kwargs: Any) -> NativeEngine | None:
-    """:meth:`NativeEngine.create`, or ``None`` with an INFO line saying why the boto3 path is used."""
-    try:
-        return NativeEngine.create(session, **kwargs)
-    except EngineUnavailable as err:
-        log.info("Native S3 engine unavailable, using boto3: %s", err)
-        return None
-
-
-# ---------------------------------------------------------------------------------------------- helpers
+_END = object()
 
 
 def _known_length(items: Iterable[Any]) -> int | None:
