@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -855,6 +856,21 @@ def test_a_process_forked_after_obstore_was_loaded_does_not_use_it(seaweed: Seaw
         _, status = os.waitpid(pid, 0)
         put_all(engine, bucket, {"fork/parent-again": b"x"})
     assert os.waitstatus_to_exitcode(status) == 3
+
+
+def test_a_replaced_python_resolver_makes_it_step_aside(
+    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obstore resolves names without Python: where socket.getaddrinfo is replaced (gevent, eventlet, a
+    test's fake names) it would reach another host than boto3 does for the same endpoint."""
+    real = socket.getaddrinfo
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with pytest.raises(EngineUnavailable, match="name resolution is replaced"):
+        engine_for(seaweed.endpoint)
 
 
 def test_no_credentials_makes_it_step_aside(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,8 +44,9 @@ What it guarantees (each checked by tests/test_native_engine.py against a real S
   :class:`~airflow_s3_publisher.s3.engine.EngineUnavailable`, and
   :func:`~airflow_s3_publisher.s3.engine.select_engine` falls back to boto3, saying why.
 
-Name resolution and proxies: reqwest resolves host names with the system resolver (not Python's
-``socket.getaddrinfo``) and honours ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` as botocore does.
+Name resolution and proxies: reqwest resolves host names with the system resolver, not Python's
+``socket.getaddrinfo`` (so the engine steps aside where that is replaced: gevent, eventlet, tests that
+fake names), and honours ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` as botocore does.
 
 """
 
@@ -56,6 +57,7 @@ import logging
 import os
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -261,7 +263,11 @@ class NativeEngine:
         except Exception as err:  # a missing or broken wheel: ImportError, OSError from the .so, ...
             raise EngineUnavailable(f"obstore cannot be imported ({type(err).__name__}: {err})") from err
         options = client.options
-        problem = _environment_problem(options) or _config_problem(getattr(client.raw.meta, "config", None))
+        problem = (
+            _resolver_problem()
+            or _environment_problem(options)
+            or _config_problem(getattr(client.raw.meta, "config", None))
+        )
         if problem:
             raise EngineUnavailable(problem)
         style = client.addressing_style or "path"
@@ -726,6 +732,18 @@ class _ByteBudget:
             with self._free:
                 self._used -= size
                 self._free.notify_all()
+
+
+def _resolver_problem() -> str | None:
+    """Why Python's name resolution is not the system's here (obstore resolves names without Python).
+
+    A replaced ``socket.getaddrinfo`` (gevent or eventlet monkey-patching, a test's fake names) would
+    send the native engine elsewhere than boto3 for the same endpoint.
+    """
+    module = getattr(socket.getaddrinfo, "__module__", "")
+    if module != "socket":
+        return f"Python's name resolution is replaced (socket.getaddrinfo comes from {module or 'elsewhere'})"
+    return None
 
 
 def _environment_problem(options: TransferOptions) -> str | None:
