@@ -11,16 +11,13 @@ Starts one SeaweedFS (``weed mini``, GOMEMLIMIT=1GiB, loopback), generates ``--f
   ``threads-N`` (the synchronous ``put`` from N threads, each reading its own files), each with the
   SHA-256 checksum header (``+sum``) or without, and a signed (``signed``) or unsigned payload;
   ``engine[-N]`` (airflow_s3_publisher's NativeEngine.put_many with N workers);
-  ``publish`` (today's ``publish(..., manifest=True)``, boto3) and ``native-publish`` (a sketch of the
-  same plain publish on the native engine: the S3Hook's session, ``collect_source``, each file read
-  with ``open_listed``/``check_unchanged``, hashed, its ``put_args`` with the run metadata, progress,
-  then the manifest);
+  ``publish`` (``publish(..., manifest=True)`` from an Airflow connection, default engine: native
+  where installed) and ``publish-boto3`` (the same with ``TransferOptions(engine="boto3")``);
 * downloads of one prefix (every file hashed while written, as a manifest-checked fetch does; count
   and bytes checked): ``s5cmd-get`` (``cp 's3://bucket/prefix/*' dir/``), ``get-threads-N`` (sync
-  ``get`` + ``bytes()`` from N threads), ``get-async-N``, ``engine-get[-N]``; ``fetch`` (today's
-  ``fetch()`` of the prefix, its manifest verified, boto3) and ``native-fetch`` (the same on the
-  native engine: manifest checked, every file downloaded into a staging directory and checked
-  against it, then moved into place). The prefix holds a manifest for these.
+  ``get`` + ``bytes()`` from N threads), ``get-async-N``, ``engine-get[-N]``; ``fetch`` (``fetch()`` of
+  the prefix, every file checked against its manifest, default engine) and ``fetch-boto3``. The
+  prefix holds a manifest for these.
 
 Python variants run in a fresh child interpreter each (the clock covers store creation and the work;
 imports are done before it starts), s5cmd as a whole process (start-up included). Each line of output
@@ -39,7 +36,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -198,27 +194,17 @@ def _engine_session(job: dict[str, Any]) -> Any:
 
 
 def _engine(job: dict[str, Any]) -> Any:
-    from airflow_s3_publisher.s3 import TransferOptions
+    from botocore.config import Config
 
-    native = _native_module()
+    from airflow_s3_publisher.options import TransferOptions
+    from airflow_s3_publisher.s3.client import S3Client
+    from airflow_s3_publisher.s3.native import NativeEngine
+
     _kind, width, _flags = _parse(job["variant"])
-    return native.NativeEngine.create(
-        _engine_session(job),
-        endpoint_url=job["endpoint"],
-        region=REGION,
-        addressing_style="path",
-        verify=None,
-        options=TransferOptions(),
-        concurrency=width or None,
-    )
-
-
-def _native_module() -> Any:
-    try:
-        from airflow_s3_publisher.s3 import native  # type: ignore[attr-defined]
-    except ImportError:
-        from airflow_s3_publisher import s3_native as native
-    return native
+    session = _engine_session(job)
+    raw = session.client("s3", endpoint_url=job["endpoint"], config=Config(s3={"addressing_style": "path"}))
+    client = S3Client(raw, job["endpoint"], REGION, TransferOptions(), session, "path", None)
+    return NativeEngine.create(client, concurrency=width or None)
 
 
 #: What a publish adds to every object's metadata besides its sha256 (``+meta`` variants send it too).
@@ -226,21 +212,22 @@ RUN_METADATA = {"airflow-dag-id": "probe", "airflow-run-id": "manual", "airflow-
 
 
 def _engine_upload(job: dict[str, Any], files: list[Path], source: Path) -> Callable[[], dict[str, Any]]:
-    native = _native_module()
+    from airflow_s3_publisher.s3.objects import PutJob, PutRequest
+
     extra = RUN_METADATA if "meta" in _parse(job["variant"])[2] else {}
 
-    def make(path: Path) -> Callable[[], Any]:
-        def job_() -> Any:
+    def make(path: Path) -> Any:
+        def load() -> Any:
             data = path.read_bytes()
             digest = hashlib.sha256(data).digest()
-            return native.PutRequest(
+            return PutRequest(
                 key=PREFIX + path.relative_to(source).as_posix(),
                 body=data,
                 sha256=digest,
                 args={"ContentType": "application/octet-stream", "Metadata": {**extra, "sha256": digest.hex()}},
             )
 
-        return job_
+        return PutJob(path.stat().st_size, load)
 
     def call() -> dict[str, Any]:
         engine = _engine(job)
@@ -253,85 +240,24 @@ def _engine_upload(job: dict[str, Any], files: list[Path], source: Path) -> Call
     return call
 
 
-def _hook_session(conn_id: str) -> tuple[Any, str, str]:
-    """The S3Hook's boto3 session, endpoint and region for ``conn_id``, as the package resolves them."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    hook = S3Hook(aws_conn_id=conn_id)
-    endpoint = hook.conn_config.get_service_endpoint_url("s3") or ""
-    session = hook.get_session(region_name=hook.region_name)
-    return session, endpoint, hook.region_name or REGION
-
-
-def _native_publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    """A sketch of publish(compress=False, manifest=True) on the native engine (see the module docstring)."""
+def _publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """publish(compress=False, manifest=True) as a user calls it; ``publish-boto3`` forces the boto3 engine."""
     import airflow.providers.amazon.aws.hooks.s3  # noqa: F401  (an Airflow worker has it loaded)
 
-    from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
-    from airflow_s3_publisher.options import ObjectOptions
-    from airflow_s3_publisher.packing import check_unchanged, collect_source, open_listed
-    from airflow_s3_publisher.progress import Progress
-    from airflow_s3_publisher.s3 import TransferOptions, b64
-
-    native = _native_module()
-    objects = ObjectOptions()
-    run_metadata = RUN_METADATA
-
-    def call() -> dict[str, Any]:
-        session, endpoint, region = _hook_session(job["conn_id"])
-        engine = native.NativeEngine.create(
-            session,
-            endpoint_url=endpoint,
-            region=region,
-            addressing_style="path",
-            verify=None,
-            options=TransferOptions(),
-        )
-        files = [e for e in collect_source(job["source"]) if not e.is_dir]
-        progress = Progress(
-            "probe", total_bytes=sum(e.size for e in files), total_files=len(files), logger=logging.getLogger("probe")
-        )
-
-        def job_for(entry: Any) -> Any:
-            def read() -> Any:
-                with open_listed(entry) as handle:
-                    data = handle.read(entry.size)
-                    check_unchanged(entry, handle, entry.size - len(data))
-                digest = hashlib.sha256(data).digest()
-                args = objects.put_args(entry.relpath, archive=False, metadata={**run_metadata, "sha256": digest.hex()})
-                return native.PutRequest(PREFIX + entry.relpath, data, digest, args)
-
-            return native.SizedJob(entry.size, read)
-
-        def stored(result: Any) -> None:
-            progress.add(result.size, 1)
-
-        try:
-            results = engine.put_many(job["bucket"], (job_for(e) for e in files), stored)
-            entries = [ManifestEntry(r.key[len(PREFIX) :], r.size, b64(r.sha256), r.version_id) for r in results]
-            body = build_manifest(PREFIX, sorted(entries, key=lambda e: e.path))
-            digest = hashlib.sha256(body).digest()
-            args = objects.put_args(MANIFEST_NAME, archive=False, metadata={**run_metadata, "sha256": digest.hex()})
-            args["ContentType"] = "application/json"
-            manifest = native.PutRequest(PREFIX + MANIFEST_NAME, body, digest, args)
-            engine.put_many(job["bucket"], [lambda: manifest], lambda r: None)
-        finally:
-            engine.close()
-        progress.finish()
-        return {"stored": len(results) + 1}
-
-    return call
-
-
-def _publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    """Today's publish(compress=False, manifest=True): boto3."""
-    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
-
     from airflow_s3_publisher import publish
+    from airflow_s3_publisher.options import TransferOptions
+
+    transfer = TransferOptions(engine="boto3" if job["variant"].endswith("-boto3") else "auto")
 
     def call() -> dict[str, Any]:
         result = publish(
-            job["source"], bucket=job["bucket"], key=PREFIX, compress=False, manifest=True, aws_conn_id=job["conn_id"]
+            job["source"],
+            bucket=job["bucket"],
+            key=PREFIX,
+            compress=False,
+            manifest=True,
+            aws_conn_id=job["conn_id"],
+            transfer=transfer,
         )
         return {"result": result.to_dict()}
 
@@ -339,73 +265,17 @@ def _publish(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 
 def _fetch(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    """Today's fetch() of the prefix, its manifest verified: boto3."""
+    """fetch() of the prefix, every file checked against its manifest; ``fetch-boto3`` forces boto3."""
     import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
 
     from airflow_s3_publisher import fetch
+    from airflow_s3_publisher.options import TransferOptions
+
+    transfer = TransferOptions(engine="boto3" if job["variant"].endswith("-boto3") else "auto")
 
     def call() -> dict[str, Any]:
-        fetch(job["result"], job["destination"], aws_conn_id=job["conn_id"])
+        fetch(job["result"], job["destination"], aws_conn_id=job["conn_id"], transfer=transfer)
         return {}
-
-    return call
-
-
-def _native_fetch(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    """A sketch of fetch() of a prefix with a manifest on the native engine."""
-    import airflow.providers.amazon.aws.hooks.s3  # noqa: F401
-
-    from airflow_s3_publisher.manifest import MANIFEST_NAME, parse_manifest
-    from airflow_s3_publisher.packing import safe_join
-    from airflow_s3_publisher.progress import Progress
-    from airflow_s3_publisher.result import sha256_digest
-    from airflow_s3_publisher.s3 import TransferOptions
-
-    native = _native_module()
-
-    def call() -> dict[str, Any]:
-        session, endpoint, region = _hook_session(job["conn_id"])
-        engine = native.NativeEngine.create(
-            session,
-            endpoint_url=endpoint,
-            region=region,
-            addressing_style="path",
-            verify=None,
-            options=TransferOptions(),
-        )
-        target = Path(job["destination"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
-        bucket = job["result"]["Bucket"]
-        try:
-            manifest_path = staging / ".manifest"
-            engine.get_many(bucket, [native.GetRequest(PREFIX + MANIFEST_NAME, manifest_path)], lambda n: None)
-            data = manifest_path.read_bytes()
-            manifest_path.unlink()
-            if hashlib.sha256(data).digest() != sha256_digest(job["result"]["ChecksumSHA256"]):
-                raise RuntimeError("manifest checksum mismatch")
-            entries = parse_manifest(data, "probe")
-            paths = {e.path: safe_join(staging, e.path) for e in entries}
-            for folder in {p.parent for p in paths.values()}:
-                folder.mkdir(parents=True, exist_ok=True)
-            progress = Progress(
-                "probe",
-                total_bytes=sum(e.size for e in entries),
-                total_files=len(entries),
-                logger=logging.getLogger("probe"),
-            )
-            requests = [native.GetRequest(PREFIX + e.path, paths[e.path], e.version_id) for e in entries]
-            got = {g.key: g for g in engine.get_many(bucket, requests, lambda n: progress.add(n))}
-            for entry in entries:
-                result = got[PREFIX + entry.path]
-                if result.size != entry.size or result.sha256 != sha256_digest(entry.sha256):
-                    raise RuntimeError(f"{entry.path} does not match the manifest")
-            progress.finish()
-            os.replace(staging, target)
-        finally:
-            engine.close()
-            shutil.rmtree(staging, ignore_errors=True)
-        return {"fetched": len(entries)}
 
     return call
 
@@ -421,14 +291,15 @@ def _download(job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return dest / key[len(PREFIX) :]
 
     if kind == "engine-get":
-        native = _native_module()
+        from airflow_s3_publisher.s3.objects import GetRequest
 
         def call_engine() -> dict[str, Any]:
             engine = _engine(job)
             for folder in {target(k).parent for k in keys}:
                 folder.mkdir(parents=True, exist_ok=True)
             try:
-                got = engine.get_many(job["bucket"], [native.GetRequest(k, target(k)) for k in keys], lambda n: None)
+                got: list[Any] = []
+                engine.get_many(job["bucket"], [GetRequest(k, target(k)) for k in keys], lambda n: None, got.append)
             finally:
                 engine.close()
             return {"fetched": len(got)}
@@ -487,7 +358,7 @@ def child_main(job_file: str, report: str) -> int:
     import boto3  # noqa: F401  (imported before the clock, as in an Airflow worker)
     import obstore  # noqa: F401
 
-    special = {"publish": _publish, "native-publish": _native_publish, "fetch": _fetch, "native-fetch": _native_fetch}
+    special = {"publish": _publish, "publish-boto3": _publish, "fetch": _fetch, "fetch-boto3": _fetch}
     if job["variant"] in special:
         call = special[job["variant"]](job)
     else:
@@ -509,7 +380,7 @@ def _put_manifest(s3: Any, bucket: str, source: Path) -> dict[str, Any]:
     """Store the manifest of ``source`` below PREFIX (as publish(manifest=True) writes it); return the
     PublishedResult dict that fetch() takes for the prefix."""
     from airflow_s3_publisher.manifest import ManifestEntry, build_manifest
-    from airflow_s3_publisher.s3 import b64
+    from airflow_s3_publisher.hashing import b64
 
     entries = []
     for path in _files(source):
@@ -572,7 +443,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="engine-probe-"))
     workdir.mkdir(parents=True, exist_ok=True)
     sizes = ds.Sizes(
-        small_files=args.files, small_size=args.size, big_size=0, medium_files=0, medium_size=0, csv_size=0
+        small_files=args.files,
+        small_size=args.size,
+        big_size=0,
+        medium_files=0,
+        medium_size=0,
+        csv_size=0,
+        small_lo_files=0,
+        small_hi_files=0,
+        csv_lo_size=0,
+        csv_hi_size=0,
     )
     data = ds.make_datasets(workdir / "data", sizes, ["small"])["small"]
     admin = Identity("admin", "PROBE" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30), ("Admin",))
