@@ -332,6 +332,29 @@ def test_sized_jobs_and_many_files_keep_a_bounded_number_in_flight(
     assert s3_admin.list_objects_v2(Bucket=bucket, Prefix="many/")["KeyCount"] == 300
 
 
+def test_concurrency_follows_the_transfer_options(seaweed: SeaweedServer, bucket: str) -> None:
+    """The default (8, tuned for boto3) becomes 32; a lower setting, e.g. one object at a time, is kept."""
+    running = peak = 0
+    lock = threading.Lock()
+
+    def job(n: int) -> PutRequest:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+        return PutRequest(f"conc/{n}", b"x", hashlib.sha256(b"x").digest(), {})
+
+    for options, most in (({"concurrency": 1}, 1), ({}, native.DEFAULT_CONCURRENCY)):
+        peak = 0
+        with engine_for(seaweed.endpoint, **options) as engine:
+            engine.put_many(bucket, [PutJob(1, lambda n=n: job(n)) for n in range(100)], lambda r: None)
+        assert 1 <= peak <= most
+    assert peak > 8  # the default really runs more than boto3's 8 at once
+
+
 def test_a_failing_job_stops_the_publish_and_is_raised_as_is(engine: NativeEngine, bucket: str) -> None:
     started: list[int] = []
 

@@ -245,8 +245,9 @@ class NativeEngine:
 
         :param client: the S3Client of the transfer (its boto3 client also serves the rare key the
             engine cannot address, see :meth:`unsupported_key`).
-        :param concurrency: requests in flight at once; default ``max(client.options.concurrency,``
-            :data:`DEFAULT_CONCURRENCY` ``)``.
+        :param concurrency: requests in flight at once; by default ``client.options.concurrency``, but at
+            least :data:`DEFAULT_CONCURRENCY` unless it was set below its default (small requests are
+            latency-bound: 32 in flight keep the store busy where boto3's 8 do not).
         :raises EngineUnavailable: obstore is missing or broken, the client has no boto3 session or the
             session no credentials, or a setting (from the connection, its botocore config or the
             environment) cannot be honoured; the message says which.
@@ -300,7 +301,7 @@ class NativeEngine:
             endpoint_url=endpoint,
             addressing_style=style,
             client_options=_client_options(parts.scheme, verify, options),
-            concurrency=concurrency or max(options.concurrency, DEFAULT_CONCURRENCY),
+            concurrency=concurrency or _concurrency(options),
         )
         engine._build_store("probe-bucket", (), ("", ""))  # settings obstore refuses fail here, not mid-transfer
         return engine
@@ -732,6 +733,16 @@ class _ByteBudget:
             with self._free:
                 self._used -= size
                 self._free.notify_all()
+
+
+def _concurrency(options: TransferOptions) -> int:
+    """Requests in flight: TransferOptions.concurrency's default (8, tuned for boto3) is raised to
+    :data:`DEFAULT_CONCURRENCY`; a lower setting (e.g. 1: one object at a time) is kept as asked."""
+    from airflow_s3_publisher.options import TransferOptions
+
+    if options.concurrency < TransferOptions().concurrency:
+        return options.concurrency
+    return max(options.concurrency, DEFAULT_CONCURRENCY)
 
 
 def _resolver_problem() -> str | None:
