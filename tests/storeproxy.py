@@ -14,6 +14,9 @@ Two policies model the stores of the recipes table in docs/stores.md:
 - :func:`virtual_host_only`: a store reachable only as ``<bucket>.<domain>`` that refuses path-style
   requests as Alibaba OSS does: ``403 SecondLevelDomainForbidden``.
 
+With ``tamper``, a forwarded request's body goes through that function first (the head is kept, so
+the signature still matches): a flipped byte shows what the server checks.
+
 With ``tls`` (an :class:`ssl.SSLContext`, e.g. from :func:`self_signed_tls`) the proxy speaks HTTPS to
 its clients, so it can stand where AWS's own ``https://<bucket>.s3.<region>.amazonaws.com`` would be.
 
@@ -80,6 +83,8 @@ class Seen:
 
 
 Policy = Callable[[Seen], Refusal | None]
+#: Changes a forwarded request's body (e.g. flips a byte, to show the server checks a checksum).
+Tamper = Callable[[Seen, bytes], bytes]
 
 
 def refuse_checksum_headers(request: Seen) -> Refusal | None:
@@ -185,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(refusal, close=False)
             return
         proxy = self.server.proxy
+        if proxy.tamper is not None and body:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            body = proxy.tamper(Seen(self.command, self.path, headers, None), body)
         upstream = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.timeout)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -217,13 +225,20 @@ class StoreProxy:
     """The proxy: ``with StoreProxy(upstream, policy) as proxy:``, then use :attr:`endpoint`."""
 
     def __init__(
-        self, upstream: str, policy: Policy, *, timeout: float = 30.0, tls: ssl.SSLContext | None = None
+        self,
+        upstream: str,
+        policy: Policy,
+        *,
+        timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+        tamper: Tamper | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must look like http://127.0.0.1:PORT, got {upstream!r}")
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
         self.policy = policy
+        self.tamper = tamper
         self.timeout = timeout
         self._tls = tls
         self._lock = threading.Lock()

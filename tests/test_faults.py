@@ -280,8 +280,14 @@ def test_transient_faults_are_retried_and_the_result_is_exact(
     assert stats.faults.get(INTERNAL_ERROR, 0) >= 1
     assert stats.faults.get(RESET, 0) >= 1
     assert stats.requests == stats.forwarded + stats.injected
-    # botocore's DEBUG line says only that it retries; the package's WARNING says what and why.
-    assert len(retry_lines(caplog)) == stats.injected, fault_proxy.history()
+    # botocore's DEBUG line says only that it retries (the native engine retries in Python, without
+    # one); the package's WARNING says what and why, whichever engine sent the request.
+    native = [
+        r
+        for r in caplog.records
+        if r.name.startswith("airflow_s3_publisher.s3.native") and "retrying" in r.getMessage()
+    ]
+    assert len(retry_lines(caplog)) + len(native) == stats.injected, fault_proxy.history()
     ours = package_retry_lines(caplog)
     assert len(ours) == stats.injected, ours
     assert any("(HTTP 503 SlowDown)" in line for line in ours), ours
