@@ -379,8 +379,8 @@ def child_main(job_file: str, report: str) -> int:
 def _put_manifest(s3: Any, bucket: str, source: Path) -> dict[str, Any]:
     """Store the manifest of ``source`` below PREFIX (as publish(manifest=True) writes it); return the
     PublishedResult dict that fetch() takes for the prefix."""
-    from airflow_s3_publisher.manifest import ManifestEntry, build_manifest
     from airflow_s3_publisher.hashing import b64
+    from airflow_s3_publisher.manifest import ManifestEntry, build_manifest
 
     entries = []
     for path in _files(source):
