@@ -254,18 +254,6 @@ def test_sources_as_json_text_uri_and_object_storage_path() -> None:
         as_source(ObjectStoragePath("file:///tmp/x"))
 
 
-def test_object_storage_path_names_the_extra_when_s3fs_is_missing() -> None:
-    import importlib.util
-
-    from airflow_s3_publisher.exceptions import S3PublisherError
-
-    result = PublishedResult("bkt", "a/b.tar.gz")
-    if importlib.util.find_spec("s3fs") is not None:
-        pytest.skip("s3fs is installed")
-    with pytest.raises(S3PublisherError, match=r"apache-airflow-providers-amazon\[s3fs\]"):
-        result.object_storage_path()
-
-
 def test_fetch_takes_a_uri_and_an_object_storage_path(
     conn: str, source: Path, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
