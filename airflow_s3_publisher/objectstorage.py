@@ -21,7 +21,8 @@ def object_storage_path(result: PublishedResult, conn_id: str | None) -> ObjectS
     if importlib.util.find_spec("s3fs") is None:
         raise S3PublisherError(
             f"ObjectStoragePath for {result.uri} needs s3fs, which is not installed: "
-            "pip install 'apache-airflow-providers-amazon[s3fs]' (or use fetch(), which does not)"
+            "install airflow-s3-publisher with its 'objectstorage' extra, i.e. 'apache-airflow-providers-amazon[s3fs]' "
+            "(or use fetch(), which does not need it)"
         )
     from airflow.sdk import ObjectStoragePath
 
