@@ -31,6 +31,36 @@ if TYPE_CHECKING:
 
 
 # ======================================================================================================
+# Markers: every test is unit, s3, dag and/or deployment (registered in pyproject.toml)
+# ======================================================================================================
+
+KINDS = ("unit", "s3", "dag", "deployment")
+#: A test that uses one of these fixtures, directly or through another fixture, gets the marker.
+FIXTURE_KINDS = {"seaweed": "s3", "vhost_seaweed": "s3", "moto": "s3", "airflow_db": "dag"}
+#: Every test of these modules gets the marker: they start servers of their own, or pick them at run time.
+MODULE_KINDS = {
+    "test_deployment.py": "deployment",
+    "test_faultproxy.py": "s3",
+    "test_faults.py": "s3",
+    "test_seaweed_server.py": "s3",
+    "test_stores.py": "s3",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what it needs; a test that needs none of it (and has no kind marker) is ``unit``."""
+    for item in items:
+        given = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
+        needed = {kind for name, kind in FIXTURE_KINDS.items() if name in getattr(item, "fixturenames", ())}
+        if item.path.name in MODULE_KINDS:
+            needed.add(MODULE_KINDS[item.path.name])
+        for kind in sorted(needed - given):
+            item.add_marker(kind)
+        if not given and not needed:
+            item.add_marker("unit")
+
+
+# ======================================================================================================
 # S3: one SeaweedFS server per test session (see tools/seaweed.py for ADMIN, WRITER and READER)
 # ======================================================================================================
 

@@ -25,6 +25,7 @@ def airflow_cli(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.dag  # runs the airflow command
 def test_airflow_lists_the_provider_its_decorator_and_link() -> None:
     assert "airflow-s3-publisher" in airflow_cli("providers", "list")
     details = airflow_cli("providers", "get", "airflow-s3-publisher", "--full", "--output", "yaml")
