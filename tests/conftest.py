@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import pytest  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
+from airflow_s3_publisher import compression  # noqa: E402
 from tools.seaweed import TEST_IDENTITIES, WRITE_ONLY_BUCKET, SeaweedServer  # noqa: E402
 
 if TYPE_CHECKING:
@@ -121,3 +122,19 @@ def airflow_db() -> Iterator[Path]:
         yield AIRFLOW_HOME
     finally:
         shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+# ======================================================================================================
+# Archives: the gzip backend (tests/test_archive.py, tests/test_extract.py)
+# ======================================================================================================
+
+
+@pytest.fixture(params=["isal", "zlib-ng", "zlib"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Force one gzip backend for the test (skipped when that one is not installed)."""
+    name: str = request.param
+    chosen = tuple(b for b in compression._BACKENDS if b.name == name)
+    if not chosen:
+        pytest.skip(f"{name} is not installed")
+    monkeypatch.setattr(compression, "_BACKENDS", chosen)
+    return name
