@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, then every test (unit, SeaweedFS, real Airflow DAG runs), once on each
 # locked environment (see scripts/setup.sh):
-#   highest  .venv         requirements/lock.txt         the newest supported Airflow and amazon provider
-#   lowest   .venv-lowest  requirements/lock-lowest.txt  the declared lower bounds (requirements/lowest.in)
+#   highest  .venv         requirements/lock.txt         Python 3.13, the newest supported Airflow and amazon provider
+#   lowest   .venv-lowest  requirements/lock-lowest.txt  Python 3.11, the declared lower bounds (requirements/lowest.in)
 # ruff and mypy run once, from .venv. Both pytest runs always run; the script fails if either fails.
 #
 # Extra arguments go to pytest (to each run), e.g. ./scripts/test.sh -k fetch
@@ -35,8 +35,9 @@ results=()
 status=0
 for env in "${envs[@]}"; do
     venv="$(venv_of "$env")"
-    versions="$("$venv/bin/python" -c 'from importlib.metadata import version as v
-print("Airflow", v("apache-airflow"), "/ amazon", v("apache-airflow-providers-amazon"))')"
+    versions="$("$venv/bin/python" -c 'import platform; from importlib.metadata import version as v
+print("Python", platform.python_version(), "/ Airflow", v("apache-airflow"),
+      "/ amazon", v("apache-airflow-providers-amazon"))')"
     echo
     echo "== suite on $versions ($env: $venv) =="
     if "$venv/bin/python" -m pytest "$@"; then
