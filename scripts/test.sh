@@ -9,6 +9,7 @@
 # S3PUB_ENVS picks the runs, in order: "highest lowest" (the default), "highest" or "lowest", e.g.
 #   S3PUB_ENVS=highest ./scripts/test.sh            the quick loop while developing
 #   S3PUB_ENVS=lowest ./scripts/test.sh tests/test_cli.py
+# S3PUB_CONCURRENT=1 runs the environments' suites at the same time (each output shown once all are done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,23 +32,55 @@ for env in "${envs[@]}"; do [ "$env" = highest ] || setup_envs+=("$env"); done
 .venv/bin/ruff check airflow_s3_publisher tests tools dags_examples scripts benchmarks
 .venv/bin/mypy
 
+versions_of() {
+    "$(venv_of "$1")/bin/python" -c 'import platform; from importlib.metadata import version as v
+print("Python", platform.python_version(), "/ Airflow", v("apache-airflow"),
+      "/ amazon", v("apache-airflow-providers-amazon"))'
+}
+
 results=()
 status=0
-for env in "${envs[@]}"; do
-    venv="$(venv_of "$env")"
-    versions="$("$venv/bin/python" -c 'import platform; from importlib.metadata import version as v
-print("Python", platform.python_version(), "/ Airflow", v("apache-airflow"),
-      "/ amazon", v("apache-airflow-providers-amazon"))')"
-    echo
-    echo "== suite on $versions ($env: $venv) =="
-    if "$venv/bin/python" -m pytest "$@"; then
-        results+=("$env ($versions): passed")
+record() {  # record ENV VERSIONS EXIT_CODE
+    if [ "$3" -eq 0 ]; then
+        results+=("$1 ($2): passed")
     else
-        rc=$?
-        results+=("$env ($versions): FAILED (pytest exit $rc)")
+        results+=("$1 ($2): FAILED (pytest exit $3)")
         status=1
     fi
-done
+}
+
+if [ "${S3PUB_CONCURRENT:-0}" = 1 ] && [ "${#envs[@]}" -gt 1 ]; then
+    # Each environment's pytest in the background, its output in a log; the logs are shown in order once
+    # all have finished, so the last line is still a pytest summary.
+    logs="$(mktemp -d)"
+    trap 'rm -rf "$logs"' EXIT
+    pids=()
+    for env in "${envs[@]}"; do
+        "$(venv_of "$env")/bin/python" -m pytest "$@" >"$logs/$env.log" 2>&1 &
+        pids+=("$!")
+    done
+    echo
+    echo "== running the suite on ${envs[*]} at once (outputs follow when all have finished) =="
+    for i in "${!envs[@]}"; do
+        rc=0
+        wait "${pids[$i]}" || rc=$?
+        env="${envs[$i]}"
+        versions="$(versions_of "$env")"
+        echo
+        echo "== suite on $versions ($env: $(venv_of "$env")) =="
+        cat "$logs/$env.log"
+        record "$env" "$versions" "$rc"
+    done
+else
+    for env in "${envs[@]}"; do
+        versions="$(versions_of "$env")"
+        echo
+        echo "== suite on $versions ($env: $(venv_of "$env")) =="
+        rc=0
+        "$(venv_of "$env")/bin/python" -m pytest "$@" || rc=$?
+        record "$env" "$versions" "$rc"
+    done
+fi
 
 # On success pytest's own summary stays the last line; on a failure, say which run failed.
 if [ "$status" -ne 0 ] && [ "${#envs[@]}" -gt 1 ]; then
