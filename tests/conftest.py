@@ -38,13 +38,14 @@ if TYPE_CHECKING:
 KINDS = ("unit", "s3", "dag", "deployment")
 #: A test that uses one of these fixtures, directly or through another fixture, gets the marker.
 FIXTURE_KINDS = {"seaweed": "s3", "vhost_seaweed": "s3", "moto": "s3", "airflow_db": "dag"}
-#: Every test of these modules gets the marker: they start servers of their own, or pick them at run time.
+#: Every test of a module whose name starts so gets the marker: they start servers of their own, or pick them
+#: at run time (``test_deployment`` also covers e.g. a ``test_deployment_celery.py``).
 MODULE_KINDS = {
-    "test_deployment.py": "deployment",
-    "test_faultproxy.py": "s3",
-    "test_faults.py": "s3",
-    "test_seaweed_server.py": "s3",
-    "test_stores.py": "s3",
+    "test_deployment": "deployment",
+    "test_faultproxy": "s3",
+    "test_faults": "s3",
+    "test_seaweed_server": "s3",
+    "test_stores": "s3",
 }
 
 
@@ -53,8 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         given = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
         needed = {kind for name, kind in FIXTURE_KINDS.items() if name in getattr(item, "fixturenames", ())}
-        if item.path.name in MODULE_KINDS:
-            needed.add(MODULE_KINDS[item.path.name])
+        needed.update(kind for prefix, kind in MODULE_KINDS.items() if item.path.name.startswith(prefix))
         for kind in sorted(needed - given):
             item.add_marker(kind)
         if not given and not needed:
