@@ -24,10 +24,41 @@ from typing import TYPE_CHECKING  # noqa: E402
 import pytest  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
+from airflow_s3_publisher import compression  # noqa: E402
 from tools.seaweed import TEST_IDENTITIES, WRITE_ONLY_BUCKET, SeaweedServer  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+# ======================================================================================================
+# Markers: every test is unit, s3, dag and/or deployment (registered in pyproject.toml)
+# ======================================================================================================
+
+KINDS = ("unit", "s3", "dag", "deployment")
+#: A test that uses one of these fixtures, directly or through another fixture, gets the marker.
+FIXTURE_KINDS = {"seaweed": "s3", "vhost_seaweed": "s3", "moto": "s3", "airflow_db": "dag"}
+#: Every test of a module whose name starts so gets the marker: they start servers of their own, or pick them
+#: at run time (``test_deployment`` also covers e.g. a ``test_deployment_celery.py``).
+MODULE_KINDS = {
+    "test_deployment": "deployment",
+    "test_faultproxy": "s3",
+    "test_faults": "s3",
+    "test_seaweed_server": "s3",
+    "test_stores": "s3",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what it needs; a test that needs none of it (and has no kind marker) is ``unit``."""
+    for item in items:
+        given = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
+        needed = {kind for name, kind in FIXTURE_KINDS.items() if name in getattr(item, "fixturenames", ())}
+        needed.update(kind for prefix, kind in MODULE_KINDS.items() if item.path.name.startswith(prefix))
+        for kind in sorted(needed - given):
+            item.add_marker(kind)
+        if not given and not needed:
+            item.add_marker("unit")
 
 
 # ======================================================================================================
@@ -91,3 +122,34 @@ def airflow_db() -> Iterator[Path]:
         yield AIRFLOW_HOME
     finally:
         shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+# ======================================================================================================
+# Archives: the gzip backend (tests/test_archive.py, tests/test_extract.py)
+# ======================================================================================================
+
+
+@pytest.fixture(params=["tarfile", "libarchive"])
+def extractor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each extractor: what ``tests.archive_support.extract`` and the test module's own
+    ``extract_tar_gz`` extract with."""
+    from tests import archive_support
+    from tests.support import extractor_function
+
+    name: str = request.param
+    function = extractor_function(name)
+    for module in (archive_support, request.module):
+        if hasattr(module, "extract_tar_gz"):
+            monkeypatch.setattr(module, "extract_tar_gz", function)
+    return name
+
+
+@pytest.fixture(params=["isal", "zlib-ng", "zlib"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Force one gzip backend for the test (skipped when that one is not installed)."""
+    name: str = request.param
+    chosen = tuple(b for b in compression._BACKENDS if b.name == name)
+    if not chosen:
+        pytest.skip(f"{name} is not installed")
+    monkeypatch.setattr(compression, "_BACKENDS", chosen)
+    return name

@@ -6,8 +6,12 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import os
+import sys
 import tarfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,3 +94,60 @@ def extractor_function(name: str) -> extract_native.Extractor:
             pytest.fail(f"libarchive's extractor cannot be tested on CI: {problem}")
         pytest.skip(f"libarchive's extractor cannot be used here: {problem}")
     return extract_native.extract_tar_gz
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One run of the ``airflow-s3-publisher`` command: its exit code and what it wrote on stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+#: What ``airflow_s3_publisher.cli.common.library_output`` changes for the rest of a process.
+_CLI_LOGGERS = (
+    "",
+    "airflow",
+    "airflow.models.crypto",
+    "airflow_s3_publisher",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "urllib3",
+)
+_CLI_ENV = "AIRFLOW__LOGGING__LOGGING_LEVEL"
+
+
+def run_cli_in_process(
+    capsys: pytest.CaptureFixture[str], *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> CliRun:
+    """Run ``airflow-s3-publisher ARGS`` as the console script does (``sys.exit(main(ARGS))``), in this process.
+
+    stdout and stderr are captured (so neither is a terminal), stdin reads ``stdin`` (empty by default) and
+    the working directory is ``cwd`` for the run. What the command changes for the rest of a process (the
+    logging level in the environment, logger levels, warning filters) is put back afterwards.
+    """
+    from airflow_s3_publisher.cli import main
+
+    capsys.readouterr()  # only this run's output
+    levels = {name: logging.getLogger(name).level for name in _CLI_LOGGERS}
+    saved_env = os.environ.get(_CLI_ENV)
+    try:
+        with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+            patch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+            if cwd is not None:
+                patch.chdir(cwd)
+            try:
+                code = main(list(args))
+            except SystemExit as done:  # --help and --version exit from argparse, as in the console script
+                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if saved_env is None:
+            os.environ.pop(_CLI_ENV, None)
+        else:
+            os.environ[_CLI_ENV] = saved_env
+    out, err = capsys.readouterr()
+    return CliRun(code, out, err)

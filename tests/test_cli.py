@@ -1,4 +1,11 @@
-"""The ``airflow-s3-publisher`` console script, run in subprocesses against a real SeaweedFS server."""
+"""The ``airflow-s3-publisher`` command against a real SeaweedFS server.
+
+Most tests run it in this process (``main(args)``, stdout and stderr captured, as the console script
+calls it). The installed console script runs in a fresh process where that is what is tested: that
+Airflow and boto3, imported by the command itself, write nothing on stdout and, below warnings, nothing
+on stderr (so an error is one line, and a success says nothing there; in this process Airflow's logging
+was set up by the tests, at INFO), the progress bar on a real terminal, and the cost of an import.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -25,7 +32,15 @@ from airflow_s3_publisher.exceptions import (
     S3RequestError,
     UnsafeArchiveError,
 )
-from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
+from tests.support import (
+    SAMPLE_FILES,
+    CliRun,
+    make_tree,
+    read_tree,
+    run_cli_in_process,
+    sha256_b64,
+    use_connection,
+)
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
 if TYPE_CHECKING:
@@ -35,23 +50,34 @@ CLI = Path(sys.executable).parent / "airflow-s3-publisher"
 ESC = "\x1b"
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script with stdout and stderr captured (so neither is a terminal)."""
+class Cli(Protocol):
+    """``cli("get", ...)``: run the command in this process (see :func:`tests.support.run_cli_in_process`)."""
+
+    def __call__(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> CliRun: ...
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    def run(*args: str, cwd: Path | None = None, stdin: str | None = None) -> CliRun:
+        return run_cli_in_process(capsys, *args, cwd=cwd, stdin=stdin)
+
+    return run
+
+
+def run_console_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script in a fresh process, stdout and stderr captured (neither a terminal)."""
     return subprocess.run(
         [str(CLI), *args],
         capture_output=True,
         text=True,
-        env=env if env is not None else dict(os.environ),
-        cwd=cwd,
-        input=stdin if stdin is not None else "",
+        env=dict(os.environ),
+        input="",
         timeout=180,
         check=False,
     )
 
 
-def assert_one_error_line(proc: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
+def assert_one_error_line(proc: CliRun | subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
     """The command failed with ``code`` and said so in one ``airflow-s3-publisher: error:`` line."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == ""
@@ -67,19 +93,6 @@ def assert_one_error_line(proc: subprocess.CompletedProcess[str], code: int, *fr
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data))
     return path
-
-
-@pytest.fixture(scope="session")
-def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pycache")
-
-
-@pytest.fixture(autouse=True)
-def _subprocess_bytecode(monkeypatch: pytest.MonkeyPatch, bytecode_cache: Path) -> None:
-    """Let the subprocesses share compiled bytecode in a temp dir (the venv may have none, and
-    PYTHONDONTWRITEBYTECODE may be set): each run then imports Airflow from .pyc, seconds faster."""
-    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
-    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(bytecode_cache))
 
 
 @pytest.fixture
@@ -101,7 +114,7 @@ def test_get_compressed_result(source: Path, bucket: str, conn_id: str, tmp_path
     path = write_json(tmp_path / "result.json", result.to_dict())
     dest = tmp_path / "fetched"
 
-    proc = run_cli("get", str(path), "-o", str(dest), "--aws-conn-id", conn_id)
+    proc = run_console_script("get", str(path), "-o", str(dest), "--aws-conn-id", conn_id)
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{dest}\n"
@@ -112,13 +125,13 @@ def test_get_compressed_result(source: Path, bucket: str, conn_id: str, tmp_path
 
 
 def test_get_from_stdin_bare_params_into_default_directory(
-    source: Path, bucket: str, conn_id: str, tmp_path: Path
+    cli: Cli, source: Path, bucket: str, conn_id: str, tmp_path: Path
 ) -> None:
     result = publish(source, bucket=bucket, key="runs/r2/daily", compress=True, aws_conn_id=conn_id)
     work = tmp_path / "cwd"
     work.mkdir()
 
-    proc = run_cli("get", "-", "--aws-conn-id", conn_id, cwd=work, stdin=json.dumps(result.to_dict()["Params"]))
+    proc = cli("get", "-", "--aws-conn-id", conn_id, cwd=work, stdin=json.dumps(result.to_dict()["Params"]))
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "daily\n"
@@ -126,11 +139,13 @@ def test_get_from_stdin_bare_params_into_default_directory(
     assert sorted(p.name for p in work.iterdir()) == ["daily"]
 
 
-def test_get_no_extract_keeps_the_verified_archive(source: Path, bucket: str, conn_id: str, tmp_path: Path) -> None:
+def test_get_no_extract_keeps_the_verified_archive(
+    cli: Cli, source: Path, bucket: str, conn_id: str, tmp_path: Path
+) -> None:
     result = publish(source, bucket=bucket, key="raw", compress=True, aws_conn_id=conn_id)
     dest = tmp_path / "in"
 
-    proc = run_cli("get", json.dumps(result.to_dict()), "-o", str(dest), "--no-extract", "--aws-conn-id", conn_id)
+    proc = cli("get", json.dumps(result.to_dict()), "-o", str(dest), "--no-extract", "--aws-conn-id", conn_id)
 
     assert proc.returncode == 0, proc.stderr
     (archive,) = dest.iterdir()
@@ -138,13 +153,13 @@ def test_get_no_extract_keeps_the_verified_archive(source: Path, bucket: str, co
     assert sha256_b64(archive.read_bytes()) == result.checksum_sha256
 
 
-def test_get_plain_prefix(source: Path, bucket: str, conn_id: str, tmp_path: Path) -> None:
+def test_get_plain_prefix(cli: Cli, source: Path, bucket: str, conn_id: str, tmp_path: Path) -> None:
     result = publish(source, bucket=bucket, key="plain/run-7", aws_conn_id=conn_id)
     path = write_json(tmp_path / "result.json", result.to_dict())
     work = tmp_path / "cwd"
     work.mkdir()
 
-    proc = run_cli("get", str(path), "--aws-conn-id", conn_id, cwd=work)
+    proc = cli("get", str(path), "--aws-conn-id", conn_id, cwd=work)
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "run-7\n"
@@ -159,7 +174,7 @@ def test_get_tampered_checksum_exits_3_and_writes_nothing(
     path = write_json(tmp_path / "result.json", wrong)
     dest = tmp_path / "keep" / "dest"
 
-    proc = run_cli("get", str(path), "-o", str(dest), "--aws-conn-id", conn_id)
+    proc = run_console_script("get", str(path), "-o", str(dest), "--aws-conn-id", conn_id)
 
     assert_one_error_line(proc, 3, "SHA-256", "nothing was written")
     assert not dest.exists()
@@ -169,7 +184,7 @@ def test_get_tampered_checksum_exits_3_and_writes_nothing(
 def test_get_missing_object_exits_4(bucket: str, conn_id: str, tmp_path: Path) -> None:
     path = write_json(tmp_path / "result.json", {"Bucket": bucket, "Key": "never/published.tar.gz"})
 
-    proc = run_cli("get", str(path), "-o", str(tmp_path / "in"), "--aws-conn-id", conn_id)
+    proc = run_console_script("get", str(path), "-o", str(tmp_path / "in"), "--aws-conn-id", conn_id)
 
     assert_one_error_line(proc, 4, "GetObject", "NoSuchKey", f"s3://{bucket}/never/published.tar.gz")
     assert not (tmp_path / "in").exists()
@@ -181,19 +196,19 @@ def test_get_access_denied_exits_4_without_credentials(
     result = publish(source, bucket=bucket, key="secret", compress=True, aws_conn_id=conn_id)
     reader = use_connection(monkeypatch, "cli_reader", seaweed, READER)  # may only read WRITE_ONLY_BUCKET
 
-    proc = run_cli("get", json.dumps(result.to_dict()), "-o", str(tmp_path / "in"), "--aws-conn-id", reader)
+    proc = run_console_script("get", json.dumps(result.to_dict()), "-o", str(tmp_path / "in"), "--aws-conn-id", reader)
 
     line = assert_one_error_line(proc, 4, "AccessDenied")
     assert READER.secret_key not in line
     assert READER.access_key not in line
 
 
-def test_get_invalid_result_exits_2(tmp_path: Path) -> None:
-    missing = run_cli("get", str(tmp_path / "nope.json"))
+def test_get_invalid_result_exits_2(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("get", str(tmp_path / "nope.json"))
     assert_one_error_line(missing, 2, "does not exist")
-    broken = run_cli("get", "-", stdin="{not json")
+    broken = cli("get", "-", stdin="{not json")
     assert_one_error_line(broken, 2, "not valid PublishedResult JSON")
-    no_key = run_cli("get", '{"Bucket": "b"}')
+    no_key = cli("get", '{"Bucket": "b"}')
     assert_one_error_line(no_key, 2, "needs both Bucket and Key")
 
 
@@ -258,7 +273,7 @@ def test_presign_serves_the_published_version_after_overwrite(
     s3_admin.put_object(Bucket=versioned_bucket, Key=result.key, Body=b"overwritten later")
     path = write_json(tmp_path / "result.json", result.to_dict())
 
-    proc = run_cli("presign", str(path), "--expires", "300", "--aws-conn-id", conn_id)
+    proc = run_console_script("presign", str(path), "--expires", "300", "--aws-conn-id", conn_id)
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -276,33 +291,33 @@ def test_presign_serves_the_published_version_after_overwrite(
     assert hashlib.sha256(body).digest() != hashlib.sha256(b"overwritten later").digest()
 
 
-def test_presign_without_version_warns(source: Path, bucket: str, conn_id: str) -> None:
+def test_presign_without_version_warns(cli: Cli, source: Path, bucket: str, conn_id: str) -> None:
     result = publish(source, bucket=bucket, key="latest", compress=True, aws_conn_id=conn_id)
-    proc = run_cli("presign", json.dumps(result.to_dict()), "--aws-conn-id", conn_id)
+    proc = cli("presign", json.dumps(result.to_dict()), "--aws-conn-id", conn_id)
     assert proc.returncode == 0, proc.stderr
     assert "no VersionID" in proc.stderr
     with urllib.request.urlopen(proc.stdout.strip(), timeout=30) as response:  # noqa: S310 - loopback
         assert sha256_b64(response.read()) == result.checksum_sha256
 
 
-def test_presign_of_a_prefix_exits_2(tmp_path: Path) -> None:
+def test_presign_of_a_prefix_exits_2(cli: Cli, tmp_path: Path) -> None:
     path = write_json(tmp_path / "result.json", {"Type": "s3", "Params": {"Bucket": "b-1", "Key": "plain/run/"}})
-    proc = run_cli("presign", str(path))
+    proc = cli("presign", str(path))
     assert_one_error_line(proc, 2, "s3://b-1/plain/run/ is a prefix", "one object")
 
 
 @pytest.mark.parametrize("expires", ["0", "604801", "soon"])
-def test_presign_expiry_out_of_range_exits_2(expires: str) -> None:
-    proc = run_cli("presign", '{"Bucket": "b-1", "Key": "k.tar.gz"}', "--expires", expires)
+def test_presign_expiry_out_of_range_exits_2(cli: Cli, expires: str) -> None:
+    proc = cli("presign", '{"Bucket": "b-1", "Key": "k.tar.gz"}', "--expires", expires)
     assert_one_error_line(proc, 2, "--expires")
 
 
 def test_presign_needs_only_read_access(
-    source: Path, conn_id: str, monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer
+    cli: Cli, source: Path, conn_id: str, monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer
 ) -> None:
     result = publish(source, bucket=WRITE_ONLY_BUCKET, key="for-reader", compress=True, aws_conn_id=conn_id)
     reader = use_connection(monkeypatch, "cli_reader", seaweed, READER)
-    proc = run_cli("presign", json.dumps(result.to_dict()), "--aws-conn-id", reader)
+    proc = cli("presign", json.dumps(result.to_dict()), "--aws-conn-id", reader)
     assert proc.returncode == 0, proc.stderr
     with urllib.request.urlopen(proc.stdout.strip(), timeout=30) as response:  # noqa: S310 - loopback
         assert sha256_b64(response.read()) == result.checksum_sha256
@@ -311,8 +326,8 @@ def test_presign_needs_only_read_access(
 # ------------------------------------------------------------------------------------------------ render
 
 
-def test_render_uri() -> None:
-    proc = run_cli(
+def test_render_uri(cli: Cli) -> None:
+    proc = cli(
         "render",
         "s3://my-bucket/results/{jobID}/{date}/{time},opt=compress=true",
         "--dag-id",
@@ -328,7 +343,7 @@ def test_render_uri() -> None:
     assert proc.stderr == ""
 
 
-def test_render_yaml_file(tmp_path: Path) -> None:
+def test_render_yaml_file(cli: Cli, tmp_path: Path) -> None:
     spec = tmp_path / "publisher.yaml"
     spec.write_text(
         "Publisher:\n"
@@ -340,44 +355,44 @@ def test_render_yaml_file(tmp_path: Path) -> None:
         "    Encoding: plain\n"
     )
     run = ["--dag-id", "etl", "--task-id", "load", "--map-index", "3", "--try-number", "2", "--node-id", "worker-1"]
-    proc = run_cli("render", str(spec), *run)
+    proc = cli("render", str(spec), *run)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["runs/etl/load/3-2-worker-1/", "s3://my-bucket/runs/etl/load/3-2-worker-1/"]
 
 
-def test_render_json_from_stdin_with_compress_override() -> None:
+def test_render_json_from_stdin_with_compress_override(cli: Cli) -> None:
     spec = {"Type": "s3", "Params": {"bucket": "my-bucket", "key": "daily/{date}", "compress": False}}
-    proc = run_cli("render", "-", "--compress", "--at", "2026-03-04T23:59:59-02:00", stdin=json.dumps(spec))
+    proc = cli("render", "-", "--compress", "--at", "2026-03-04T23:59:59-02:00", stdin=json.dumps(spec))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "daily/20260305.tar.gz"  # {date} is the UTC date
 
 
-def test_render_unknown_placeholder_exits_2() -> None:
-    proc = run_cli("render", "s3://my-bucket/results/{jobid}/")
+def test_render_unknown_placeholder_exits_2(cli: Cli) -> None:
+    proc = cli("render", "s3://my-bucket/results/{jobid}/")
     assert_one_error_line(proc, 2, "unknown placeholder {jobid}", "Did you mean {jobID}?")
 
 
-def test_render_missing_run_value_names_the_flags() -> None:
-    proc = run_cli("render", "s3://my-bucket/results/{jobID}/", "--dag-id", "etl")
+def test_render_missing_run_value_names_the_flags(cli: Cli) -> None:
+    proc = cli("render", "s3://my-bucket/results/{jobID}/", "--dag-id", "etl")
     line = assert_one_error_line(proc, 2, "uses {jobID}", "pass --run-id to render it")
     assert "context=" not in line  # Python advice means nothing on the command line
 
 
-def test_render_invalid_spec_exits_2(tmp_path: Path) -> None:
-    assert_one_error_line(run_cli("render", "s3://Bad_Bucket/k"), 2, "invalid bucket name 'Bad_Bucket'")
-    assert_one_error_line(run_cli("render", str(tmp_path / "missing.yaml")), 2, "does not exist")
+def test_render_invalid_spec_exits_2(cli: Cli, tmp_path: Path) -> None:
+    assert_one_error_line(cli("render", "s3://Bad_Bucket/k"), 2, "invalid bucket name 'Bad_Bucket'")
+    assert_one_error_line(cli("render", str(tmp_path / "missing.yaml")), 2, "does not exist")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("Params: [unclosed\n")
-    assert_one_error_line(run_cli("render", str(bad_yaml)), 2, "not valid YAML")
-    assert_one_error_line(run_cli("render", "s3://b-1/k", "--at", "yesterday"), 2, "ISO 8601")
+    assert_one_error_line(cli("render", str(bad_yaml)), 2, "not valid YAML")
+    assert_one_error_line(cli("render", "s3://b-1/k", "--at", "yesterday"), 2, "ISO 8601")
 
 
 # ------------------------------------------------------------------------------------------------ the command
 
 
 @pytest.mark.parametrize("command", [[], ["get"], ["presign"], ["render"]])
-def test_help(command: list[str]) -> None:
-    proc = run_cli(*command, "--help")
+def test_help(cli: Cli, command: list[str]) -> None:
+    proc = cli(*command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: airflow-s3-publisher {' '.join(command)}".rstrip())
     assert "exit codes:" in proc.stdout
@@ -386,10 +401,10 @@ def test_help(command: list[str]) -> None:
         assert f"airflow-s3-publisher {command[0]} " in proc.stdout.split("examples:")[1]
 
 
-def test_usage_errors_are_one_line_exit_2() -> None:
-    assert_one_error_line(run_cli(), 2, "required: COMMAND")
-    assert_one_error_line(run_cli("get"), 2, "RESULT", "get --help")
-    assert_one_error_line(run_cli("fetch", "x"), 2, "invalid choice")
+def test_usage_errors_are_one_line_exit_2(cli: Cli) -> None:
+    assert_one_error_line(cli(), 2, "required: COMMAND")
+    assert_one_error_line(cli("get"), 2, "RESULT", "get --help")
+    assert_one_error_line(cli("fetch", "x"), 2, "invalid choice")
 
 
 def test_import_is_cheap() -> None:

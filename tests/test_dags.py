@@ -113,13 +113,15 @@ def test_taskflow_decorator_publishes_output_dir_and_emits_an_asset_event(
     assert Path(fetched, "logs", "build.log").read_bytes() == b"built\n"
 
 
-def test_extra_link_points_at_the_published_object(dags_folder: Path, bucket: str, tmp_path: Path) -> None:
+def test_extra_link_points_at_the_published_object(dags_folder: Path, versioned_bucket: str, tmp_path: Path) -> None:
+    bucket = versioned_bucket  # so that the result has a VersionID for the link to pin
     conf = {"bucket": bucket, "fetch_root": str(tmp_path / "fetched")}
     outcome = run_dag(dags_folder, "example_s3_roundtrip.py", "s3_publish_fetch_roundtrip", conf, None)
     params = outcome.xcoms[("publish", -1)]["Params"]
     link = outcome.links[("publish", "_link_PublishedResultLink")]
     assert link.startswith(f"{params['Endpoint']}/{bucket}/")
-    assert f"versionId={params['VersionID']}" in link or not params["VersionID"]
+    assert params["VersionID"]
+    assert f"versionId={params['VersionID']}" in link
 
 
 def test_credentials_never_reach_logs_xcom_or_errors(

@@ -40,8 +40,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -60,7 +58,7 @@ from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, S3Re
 from airflow_s3_publisher.manifest import MANIFEST_NAME
 from airflow_s3_publisher.options import MiB, TransferOptions
 from tests.storeproxy import StoreProxy, refuse_checksum_headers, self_signed_tls, virtual_host_only
-from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64
+from tests.support import SAMPLE_FILES, CliRun, make_tree, read_tree, run_cli_in_process, sha256_b64
 from tools.seaweed import ADMIN, SeaweedServer
 from tools.stores import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, MotoServer, moto_available, virtual_host_seaweed
 
@@ -76,7 +74,6 @@ VHOST_DOMAIN = "vhost.localhost"
 NO_CHECKSUMS = TransferOptions(checksums=False)
 #: Multipart from 5 MiB on, so that a few MiB exercise CreateMultipartUpload / UploadPart / Complete.
 SMALL_PARTS = TransferOptions(part_size=5 * MiB, multipart_threshold=5 * MiB, concurrency=4)
-CLI = Path(sys.executable).parent / "airflow-s3-publisher"
 RECIPES = ["aws", "minio", "seaweedfs", "r2", "gcs", "virtual-host"]
 
 
@@ -517,7 +514,9 @@ def test_gcs_multipart_publish_with_checksums_off(
     assert hashlib.sha256(files["big.bin"]).digest() == hashlib.sha256(big).digest()
 
 
-def test_gcs_default_fetch_is_refused_too(recipe: Callable[[str], Store], tmp_path: Path) -> None:
+def test_gcs_default_fetch_is_refused_too(
+    recipe: Callable[[str], Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A default fetch asks for the stored checksum (``x-amz-checksum-mode: ENABLED``): such a store
     refuses that header as well, so a fetch needs ``transfer=TransferOptions(checksums=False)`` too."""
     store = recipe("gcs")
@@ -538,15 +537,9 @@ def test_gcs_default_fetch_is_refused_too(recipe: Callable[[str], Store], tmp_pa
     path = tmp_path / "result.json"
     path.write_text(json.dumps(result.to_dict()))
 
-    def get(*flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(CLI), "get", str(path), "-o", str(tmp_path / "cli"), "--aws-conn-id", store.conn_id, *flags],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-            check=False,
+    def get(*flags: str) -> CliRun:
+        return run_cli_in_process(
+            capsys, "get", str(path), "-o", str(tmp_path / "cli"), "--aws-conn-id", store.conn_id, *flags
         )
 
     refused = get()
@@ -589,7 +582,9 @@ def test_virtual_host_only_store_refuses_the_default_path_style(
 # ------------------------------------------------------------------------------------------ R2: region "auto"
 
 
-def test_r2_region_auto_presign_from_the_cli(recipe: Callable[[str], Store], tmp_path: Path) -> None:
+def test_r2_region_auto_presign_from_the_cli(
+    recipe: Callable[[str], Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = recipe("r2")
     bucket = store.bucket(versioned=True)
     source = make_tree(tmp_path / "out", SAMPLE_FILES)
@@ -599,15 +594,7 @@ def test_r2_region_auto_presign_from_the_cli(recipe: Callable[[str], Store], tmp
     store.admin.put_object(Bucket=bucket, Key=result.key, Body=b"overwritten later")
     path = tmp_path / "result.json"
     path.write_text(json.dumps(result.to_dict()))
-    proc = subprocess.run(
-        [str(CLI), "presign", str(path), "--expires", "300", "--aws-conn-id", store.conn_id],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    proc = run_cli_in_process(capsys, "presign", str(path), "--expires", "300", "--aws-conn-id", store.conn_id)
     assert proc.returncode == 0, proc.stderr
     url = proc.stdout.strip()
     assert url.startswith(f"{store.endpoint}/{bucket}/{store.prefix}/shared.tar.gz?")
