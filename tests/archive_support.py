@@ -9,9 +9,9 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airflow_s3_publisher import extract_native
 from airflow_s3_publisher.archive import write_tar_gz
 from airflow_s3_publisher.compression import CHUNK_SIZE
-from airflow_s3_publisher import extract_native
 from airflow_s3_publisher.extract import ExtractStats, extract_tar_gz
 
 if TYPE_CHECKING:

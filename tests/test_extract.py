@@ -196,7 +196,9 @@ def test_extract_bomb_single_member(box: Path, extractor: str) -> None:
     assert sum(p.stat().st_size for p in (box / "dest").iterdir()) <= MiB
 
 
-def test_extract_counts_written_bytes_not_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str) -> None:
+def test_extract_counts_written_bytes_not_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str
+) -> None:
     # A member whose data runs past what its header declares: the limit holds on the bytes written.
     data = build_archive(member("small", data=b"x"))
     monkeypatch.setattr(TAR_READERS[extractor], "extractfile", lambda self, info: io.BytesIO(bytes(8 * MiB)))
@@ -206,7 +208,9 @@ def test_extract_counts_written_bytes_not_headers(tmp_path: Path, monkeypatch: p
     assert (dest / "small").stat().st_size <= 4 * MiB
 
 
-def test_extract_refuses_member_shorter_than_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str) -> None:
+def test_extract_refuses_member_shorter_than_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extractor: str
+) -> None:
     data = build_archive(member("f", data=b"12345"))
     monkeypatch.setattr(TAR_READERS[extractor], "extractfile", lambda self, info: io.BytesIO(b"12"))
     with pytest.raises(FetchError, match="truncated"):
