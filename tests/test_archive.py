@@ -351,9 +351,11 @@ TREES = st.dictionaries(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(TREES)
-def test_round_trip_property(tree: dict[str, bytes | dict[str, bytes]], extractor: str) -> None:
+def test_round_trip_property(extractor: str, tree: dict[str, bytes | dict[str, bytes]]) -> None:
     expected: dict[str, bytes | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "src")
