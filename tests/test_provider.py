@@ -41,7 +41,7 @@ def test_airflow_lists_the_provider_its_decorator_and_link(capsys: pytest.Captur
 
 
 def planned_publish(
-    source: str, *, settings: PublishSettings, context: Mapping[str, Any], logger: Any
+    source: str, *, settings: PublishSettings, context: Mapping[str, Any], logger: Any, cancellation: Any = None
 ) -> PublishedResult:
     """``publish()`` up to its plan (the rendered key for this source), without the upload."""
     target = resolve_target(settings, RunInfo.from_context(context), datetime.now(UTC))
