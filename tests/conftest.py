@@ -16,6 +16,8 @@ from tests.airflow_harness import configure_airflow_home, init_db  # noqa: E402
 AIRFLOW_HOME = configure_airflow_home()
 
 import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -25,7 +27,10 @@ import pytest  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 from airflow_s3_publisher import compression  # noqa: E402
-from tools.seaweed import TEST_IDENTITIES, WRITE_ONLY_BUCKET, SeaweedServer  # noqa: E402
+from tests.airflow_harness import install_examples  # noqa: E402
+from tests.deployment_harness import AirflowDeployment  # noqa: E402
+from tests.support import use_connection  # noqa: E402
+from tools.seaweed import ADMIN, TEST_IDENTITIES, WRITE_ONLY_BUCKET, SeaweedServer  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,7 +42,13 @@ if TYPE_CHECKING:
 
 KINDS = ("unit", "s3", "dag", "deployment")
 #: A test that uses one of these fixtures, directly or through another fixture, gets the marker.
-FIXTURE_KINDS = {"seaweed": "s3", "vhost_seaweed": "s3", "moto": "s3", "airflow_db": "dag"}
+FIXTURE_KINDS = {
+    "seaweed": "s3",
+    "vhost_seaweed": "s3",
+    "moto": "s3",
+    "airflow_db": "dag",
+    "airflow_deployment": "deployment",
+}
 #: Every test of a module whose name starts so gets the marker: they start servers of their own, or pick them
 #: at run time (``test_deployment`` also covers e.g. a ``test_deployment_celery.py``).
 MODULE_KINDS = {
@@ -122,6 +133,54 @@ def airflow_db() -> Iterator[Path]:
         yield AIRFLOW_HOME
     finally:
         shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+# ======================================================================================================
+# Airflow deployed: api-server, scheduler and dag-processor as processes, once per session
+# ======================================================================================================
+
+#: The DAGs the deployment parses before it is handed out: the examples (tests/test_deployment.py) and
+#: tests/dags/shell_results.py (tests/test_runs_cli.py).
+DEPLOYED_DAGS = [
+    "s3_publish_fetch_roundtrip",
+    "s3_publish_taskflow",
+    "s3_asset_consumer",
+    "shell_results",
+    "shell_results_none",
+]
+DEPLOYMENT_STARTUP_TIMEOUT = 180.0
+
+
+@pytest.fixture(scope="session")
+def airflow_deployment(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowDeployment]:
+    """A running deployment (see tests/deployment_harness.py) shared by the modules that need one: starting
+    it takes ~20 s. Its ``aws_default`` connection is SeaweedFS's ADMIN identity, exactly as the in-process
+    tests define it; its DAGs folder holds ``dags_examples/`` and tests/dags/shell_results.py; the
+    openlineage provider writes one JSON file per event under ``root / "openlineage"``. Tests tell their
+    runs apart by run id."""
+    root = tmp_path_factory.mktemp("deployment")
+    dags_folder = root / "dags"
+    dags_folder.mkdir()
+    install_examples(dags_folder)
+    shutil.copy(REPO_ROOT / "tests" / "dags" / "shell_results.py", dags_folder)
+    with pytest.MonkeyPatch.context() as patch:
+        use_connection(patch, "aws_default", seaweed, ADMIN)
+        connection = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
+    lineage = {"type": "file", "log_file_path": str(root / "openlineage" / "event"), "append": False}
+    (root / "openlineage").mkdir()
+    deployed = AirflowDeployment(
+        root,
+        dags_folder,
+        {"AIRFLOW_CONN_AWS_DEFAULT": connection, "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage)},
+    )
+    try:
+        deployed.cli("db", "migrate")
+        deployed.start()
+        deployed.wait_ready(DEPLOYED_DAGS, DEPLOYMENT_STARTUP_TIMEOUT)
+        yield deployed
+    finally:
+        deployed.stop()
+        print("deployment timings (s):", {k: round(v, 1) for k, v in deployed.timings.items()})
 
 
 # ======================================================================================================

@@ -6,9 +6,10 @@ import hashlib
 import io
 import shutil
 import tarfile
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -80,12 +81,24 @@ def test_compressed_publish_fetch_check_dag(
 
 
 def test_taskflow_decorator_publishes_output_dir_and_emits_an_asset_event(
-    dags_folder: Path, bucket: str, s3_admin: S3Client, tmp_path: Path
+    dags_folder: Path, bucket: str, s3_admin: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    # This test's own temporary folder: another suite running at the same time makes its own in /tmp.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args: Any, **kwargs: Any) -> str:
+        made.append(real_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     outcome = run_dag(dags_folder, "example_s3_taskflow.py", "s3_publish_taskflow", {"bucket": bucket}, None)
     assert outcome.state == "success", outcome.task_states
     result = outcome.xcoms[("build_report", -1)]
@@ -96,7 +109,10 @@ def test_taskflow_decorator_publishes_output_dir_and_emits_an_asset_event(
     assert members["logs/build.log"] == b"built\n"
     assert outcome.run_id in members["report.csv"].decode()
     # The output directory was the task's own temporary one, and it is gone.
-    assert not list(Path("/tmp").glob("s3publish-build_report-*"))
+    output_dirs = [path for path in made if Path(path).name.startswith("s3publish-build_report-")]
+    assert len(output_dirs) == 1
+    assert Path(output_dirs[0]).parent == scratch
+    assert not Path(output_dirs[0]).exists()
 
     with create_session() as session:
         events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == outcome.run_id)).all()

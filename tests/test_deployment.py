@@ -11,57 +11,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.airflow_harness import EXAMPLES, install_examples
-from tests.deployment_harness import AirflowDeployment
-from tests.support import archive_members, objects_below, read_tree, sha256_b64, use_connection
+from tests.airflow_harness import EXAMPLES
+from tests.support import archive_members, objects_below, read_tree, sha256_b64
 from tools.seaweed import ADMIN, REGION, SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from tests.deployment_harness import AirflowDeployment
+
 ROUNDTRIP = "s3_publish_fetch_roundtrip"
 PRODUCER = "s3_publish_taskflow"
 CONSUMER = "s3_asset_consumer"
 RUN_TIMEOUT = 180.0
-STARTUP_TIMEOUT = 180.0
 
 SAMPLE = read_tree(EXAMPLES / "sample_output")
 
 
 @pytest.fixture(scope="module")
-def deployment(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowDeployment]:
-    """A running deployment whose ``aws_default`` connection is SeaweedFS's ADMIN identity."""
-    root = tmp_path_factory.mktemp("deployment")
-    dags_folder = root / "dags"
-    dags_folder.mkdir()
-    install_examples(dags_folder)
-    with pytest.MonkeyPatch.context() as patch:  # the connection exactly as the in-process tests define it
-        use_connection(patch, "aws_default", seaweed, ADMIN)
-        connection = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
-    # OpenLineage events as the openlineage provider emits them, one JSON file per event.
-    lineage = {"type": "file", "log_file_path": str(root / "openlineage" / "event"), "append": False}
-    (root / "openlineage").mkdir()
-    deployed = AirflowDeployment(
-        root,
-        dags_folder,
-        {"AIRFLOW_CONN_AWS_DEFAULT": connection, "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage)},
-    )
-    try:
-        deployed.cli("db", "migrate")
-        deployed.start()
-        deployed.wait_ready([ROUNDTRIP, PRODUCER, CONSUMER], STARTUP_TIMEOUT)
-        yield deployed
-    finally:
-        deployed.stop()
-        print("deployment timings (s):", {k: round(v, 1) for k, v in deployed.timings.items()})
+def deployment(airflow_deployment: AirflowDeployment) -> AirflowDeployment:
+    """The session's deployment (tests/conftest.py): ``aws_default`` is SeaweedFS's ADMIN identity."""
+    return airflow_deployment
 
 
 def _check_published_result(result: Any, bucket: str, endpoint: str, s3: S3Client) -> bytes:

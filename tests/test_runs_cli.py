@@ -12,12 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,18 +24,18 @@ import pytest
 
 from airflow_s3_publisher.result import PublishedResult
 from airflow_s3_publisher.runs import api_base_url, as_published_result
-from tests.deployment_harness import AirflowDeployment
-from tests.support import SAMPLE_FILES, read_tree, use_connection
-from tools.seaweed import ADMIN, READER, SeaweedServer
+from tests.support import SAMPLE_FILES, read_tree
+from tools.seaweed import READER, SeaweedServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from tests.deployment_harness import AirflowDeployment
 
 CLI = Path(sys.executable).parent / "airflow-s3-publisher"
 DAG_ID = "shell_results"
 NOTHING = "shell_results_none"
 RUN_TIMEOUT = 240.0
-STARTUP_TIMEOUT = 180.0
 TREE = SAMPLE_FILES
 PARTS = {n: {f"part-{n}.txt": f"part {n}\n".encode() * (n + 1)} for n in range(3)}
 SHELL = {"shell.txt": b"from the shell\n"}
@@ -53,37 +51,23 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
-    """A deployment in which one run of each test DAG has finished successfully."""
-    root = tmp_path_factory.mktemp("runs-deployment")
-    dags_folder = root / "dags"
-    dags_folder.mkdir()
-    shutil.copy(Path(__file__).parent / "dags" / "shell_results.py", dags_folder)
-    with pytest.MonkeyPatch.context() as patch:
-        use_connection(patch, "aws_default", seaweed, ADMIN)
-        connection = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
+def published(airflow_deployment: AirflowDeployment, seaweed: SeaweedServer) -> Published:
+    """The session's deployment, in which one run of each test DAG has finished successfully."""
+    deployed = airflow_deployment
+    connection = deployed.env["AIRFLOW_CONN_AWS_DEFAULT"]
     bucket = f"t-{uuid.uuid4().hex[:8]}"
     seaweed.create_bucket(bucket, versioned=True)
-    deployed = AirflowDeployment(root, dags_folder, {"AIRFLOW_CONN_AWS_DEFAULT": connection})
-    try:
-        deployed.cli("db", "migrate")
-        deployed.start()
-        with deployed.diagnosed():
-            deployed.wait_ready([DAG_ID, NOTHING], STARTUP_TIMEOUT)
-            for dag_id in (DAG_ID, NOTHING):
-                deployed.unpause(dag_id)
-            tree = {rel: base64.b64encode(data).decode() for rel, data in TREE.items()}
-            run_id = deployed.trigger(DAG_ID, {"bucket": bucket, "tree": tree, "cli": str(CLI)})
-            nothing_run_id = deployed.trigger(NOTHING, {})
-            for dag_id, run in ((DAG_ID, run_id), (NOTHING, nothing_run_id)):
-                state = deployed.wait_run_finished(dag_id, run, RUN_TIMEOUT)
-                assert state == "success", "\n".join(
-                    [str(deployed.task_states(dag_id, run)), *_task_events(deployed, "shell")]
-                )
-        yield Published(deployed, bucket, run_id, nothing_run_id, connection)
-    finally:
-        deployed.stop()
-        print("deployment timings (s):", {k: round(v, 1) for k, v in deployed.timings.items()})
+    with deployed.diagnosed():
+        for dag_id in (DAG_ID, NOTHING):
+            deployed.unpause(dag_id)
+        tree = {rel: base64.b64encode(data).decode() for rel, data in TREE.items()}
+        run_id = deployed.trigger(DAG_ID, {"bucket": bucket, "tree": tree, "cli": str(CLI)})
+        nothing_run_id = deployed.trigger(NOTHING, {})
+        for dag_id, run in ((DAG_ID, run_id), (NOTHING, nothing_run_id)):
+            state = deployed.wait_run_finished(dag_id, run, RUN_TIMEOUT)
+            events = _task_events(deployed, "shell")
+            assert state == "success", "\n".join([str(deployed.task_states(dag_id, run)), *events])
+    return Published(deployed, bucket, run_id, nothing_run_id, connection)
 
 
 def _task_events(deployment: AirflowDeployment, task_id: str) -> list[str]:
