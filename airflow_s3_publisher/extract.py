@@ -19,6 +19,7 @@ from typing import Any, Protocol, Self
 from airflow_s3_publisher.compression import CHUNK_SIZE, Backend, installed_backends
 from airflow_s3_publisher.exceptions import FetchError, UnsafeArchiveError
 from airflow_s3_publisher.paths import inside, member_parts
+from airflow_s3_publisher.readahead import ReadAhead
 
 __all__ = [
     "DEFAULT_MAX_EXTRACT_BYTES",
@@ -43,6 +44,8 @@ DEFAULT_MAX_MEMBERS = 1_000_000
 _MAX_METADATA_RUN = 8 << 20
 # Inflate at least this much per call when reading a tar.gz (see GunzipReader.read).
 _MIN_INFLATE = 256 << 10
+# Chunks of _MIN_INFLATE inflated ahead of the reader at most (GunzipReader(ahead=True)).
+_AHEAD_DEPTH = 8
 
 
 class Readable(Protocol):
@@ -64,14 +67,46 @@ class ExtractStats:
     """File content bytes written."""
 
 
-class GunzipReader:
-    """Decompresses a gzip stream on ``read()``; verifies its CRC and length; bounds metadata runs."""
+class _Inflater:
+    """A gzip stream's decompressed bytes, ``read(n)`` inflating up to ``n`` of them at a time."""
 
     def __init__(self, raw: Readable, backend: Backend) -> None:
         self._raw = raw
         self._decompressor = backend.decompressor()
         self._error: type[Exception] = backend.module.error
         self._tail = b""
+
+    def read(self, n: int, /) -> bytes:
+        """Up to ``n`` decompressed bytes (``b""`` after the gzip trailer, which the backend verified)."""
+        while not self._decompressor.eof:
+            raw_ended = False
+            if not self._tail:
+                self._tail = self._raw.read(CHUNK_SIZE)
+                raw_ended = not self._tail
+            try:
+                out = self._decompressor.decompress(self._tail, n)
+            except self._error as err:
+                raise FetchError(f"the archive is not valid gzip: {err}") from err
+            self._tail = self._decompressor.unconsumed_tail
+            if out:
+                return out
+            if raw_ended and not self._decompressor.eof:
+                raise FetchError("the archive is truncated: its gzip stream ends early")
+        return b""
+
+
+class GunzipReader:
+    """Decompresses a gzip stream on ``read()``; verifies its CRC and length; bounds metadata runs.
+
+    With ``ahead=True`` a background thread inflates a few chunks ahead of the reader (zlib and ISA-L
+    let other threads run), as ``tar -xz`` runs gzip in a process of its own; call :meth:`close` (or
+    :meth:`finish`) to stop it. At most ``_AHEAD_DEPTH * _MIN_INFLATE`` bytes are held inflated.
+    """
+
+    def __init__(self, raw: Readable, backend: Backend, *, ahead: bool = False) -> None:
+        self._raw = raw
+        inflater = _Inflater(raw, backend)
+        self._source: Readable = ReadAhead(inflater, chunk_size=_MIN_INFLATE, depth=_AHEAD_DEPTH) if ahead else inflater
         self._out = b""  # inflated, handed out from self._at on
         self._at = 0
         self._since_mark = 0
@@ -89,7 +124,7 @@ class GunzipReader:
         if self._at >= len(self._out):
             # Inflate at least _MIN_INFLATE at a time: tarfile reads 10 KiB, and each call copies the
             # whole unconsumed input (up to a CHUNK_SIZE) into unconsumed_tail.
-            self._out, self._at = self._inflate(max(n, _MIN_INFLATE)), 0
+            self._out, self._at = self._source.read(max(n, _MIN_INFLATE)), 0
         out = self._out[self._at : self._at + n]
         self._at += len(out)
         self._since_mark += len(out)
@@ -100,28 +135,7 @@ class GunzipReader:
             )
         return out
 
-    def _inflate(self, n: int) -> bytes:
-        while not self._decompressor.eof:
-            raw_ended = False
-            if not self._tail:
-                self._tail = self._raw.read(CHUNK_SIZE)
-                raw_ended = not self._tail
-            out = self._decompress(n)
-            if out:
-                return out
-            if raw_ended and not self._decompressor.eof:
-                raise FetchError("the archive is truncated: its gzip stream ends early")
-        return b""
-
-    def _decompress(self, n: int) -> bytes:
-        try:
-            out = self._decompressor.decompress(self._tail, n)
-        except self._error as err:
-            raise FetchError(f"the archive is not valid gzip: {err}") from err
-        self._tail = self._decompressor.unconsumed_tail
-        return out
-
-    # The rest of the file API that tarfile's type asks for; a stream is never written, seeked or closed.
+    # The rest of the file API that tarfile's type asks for; a stream is never written or seeked.
     def write(self, b: bytes, /) -> object:
         raise io.UnsupportedOperation("write")
 
@@ -132,12 +146,15 @@ class GunzipReader:
         raise io.UnsupportedOperation("seek")
 
     def close(self) -> None:
-        pass
+        """Stop inflating ahead (if it was) and wait for that thread; the raw stream is never closed."""
+        if isinstance(self._source, ReadAhead):
+            self._source.close()
 
     def finish(self) -> None:
         """Decompress the rest (verifying the gzip trailer), then read the raw stream to its end."""
         while self.read(CHUNK_SIZE):
             pass
+        self.close()  # the raw stream is this thread's alone from here on
         while self._raw.read(CHUNK_SIZE):
             pass
 
@@ -232,14 +249,16 @@ def extract_tar_gz(
     root = os.path.realpath(destination)
     if not os.path.isdir(root):
         raise NotADirectoryError(errno.ENOTDIR, "extraction destination is not a directory", str(destination))
-    reader = GunzipReader(stream, installed_backends()[0])
+    reader = GunzipReader(stream, installed_backends()[0], ahead=True)
     extractor = ExtractGuard(root, reader, max_bytes=max_bytes, max_members=max_members)
     try:
         with _StreamingTarFile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
             extractor.run(tar)
+        reader.finish()
     except tarfile.TarError as err:
         raise FetchError(f"the archive is corrupt or truncated: {err}") from err
-    reader.finish()
+    finally:
+        reader.close()
     return ExtractStats(files=extractor.files, directories=extractor.directories, bytes=extractor.bytes)
 
 

@@ -194,11 +194,14 @@ def extract_tar_gz(
     root = os.path.realpath(destination)
     if not os.path.isdir(root):
         raise NotADirectoryError(errno.ENOTDIR, "extraction destination is not a directory", str(destination))
-    reader = GunzipReader(stream, installed_backends()[0])
-    extractor = ExtractGuard(root, reader, max_bytes=max_bytes, max_members=max_members)
-    with _LibarchiveTar(lib, reader) as tar:
-        extractor.run(tar)
-    reader.finish()
+    reader = GunzipReader(stream, installed_backends()[0], ahead=True)
+    try:
+        extractor = ExtractGuard(root, reader, max_bytes=max_bytes, max_members=max_members)
+        with _LibarchiveTar(lib, reader) as tar:
+            extractor.run(tar)
+        reader.finish()
+    finally:
+        reader.close()
     return ExtractStats(files=extractor.files, directories=extractor.directories, bytes=extractor.bytes)
 
 

@@ -174,6 +174,28 @@ class Bench:
     bucket_seq: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     server_rss: dict[str, int | None] = field(default_factory=dict)
+    fetch_root: Path | None = None
+    """Where fetches write (``--fetch-dir``); None: ``workdir / "fetched"``."""
+    spent: list[Path] = field(default_factory=list)
+    """Fetch destinations on a disk, deleted once their case is over: ext4 creates files several times
+    slower right after many were deleted (it skips recently freed inodes), which would punish whichever
+    tool runs next. On tmpfs they go at once."""
+
+    @property
+    def fetched(self) -> Path:
+        return self.fetch_root or self.workdir / "fetched"
+
+    def discard_later(self, path: Path) -> None:
+        if _on_tmpfs(self.fetched):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            self.spent.append(path)
+
+    def discard_spent(self) -> None:
+        for path in self.spent:
+            shutil.rmtree(path, ignore_errors=True)
+        self.spent.clear()
+        os.sync()
 
     @property
     def clock(self) -> CpuClock:
@@ -415,6 +437,19 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
+def _on_tmpfs(path: Path) -> bool:
+    """Whether ``path`` (or the nearest existing folder above it) is on a tmpfs."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    best, fstype = "", ""
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and str(path.resolve()).startswith(fields[1]) and len(fields[1]) > len(best):
+                best, fstype = fields[1], fields[2]
+    return fstype == "tmpfs"
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")
 
@@ -462,6 +497,7 @@ def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, An
     if prefix_bucket:
         bench.drop_bucket(prefix_bucket)
     bench.server_rss[case.name] = bench.clock.rss()
+    bench.discard_spent()
     return results
 
 
@@ -574,7 +610,7 @@ def prepare_prefix(bench: Bench, data: ds.Dataset) -> tuple[str, dict[str, Any] 
 def fetch_prefix_tool(bench: Bench, tool: str, data: ds.Dataset, published: dict[str, Any], rnd: int) -> Outcome:
     """Download every file of a published prefix: ours verifies each against the manifest; the peer is
     ``s5cmd cp 's3://bucket/prefix/*' dest/`` (which also downloads the manifest object: not counted)."""
-    dest = bench.workdir / "fetched" / f"{_slug(tool)}-{rnd}"
+    dest = bench.fetched / f"{_slug(tool)}-{rnd}"
     shutil.rmtree(dest, ignore_errors=True)
     log = bench.logs / f"fetch-prefix-{data.name}-{_slug(tool)}-{rnd}.log"
     try:
@@ -604,11 +640,11 @@ def fetch_prefix_tool(bench: Bench, tool: str, data: ds.Dataset, published: dict
                 outcome.error = f"fetched {files} files / {size} bytes, expected {data.files} / {data.size}"
         return outcome
     finally:
-        shutil.rmtree(dest, ignore_errors=True)
+        bench.discard_later(dest)
 
 
 def fetch_tool(bench: Bench, tool: str, data: ds.Dataset, archive: dict[str, Any], rnd: int) -> Outcome:
-    dest = bench.workdir / "fetched" / f"{_slug(tool)}-{rnd}"
+    dest = bench.fetched / f"{_slug(tool)}-{rnd}"
     shutil.rmtree(dest, ignore_errors=True)
     log = bench.logs / f"fetch-{data.name}-{_slug(tool)}-{rnd}.log"
     bucket, key = archive["bucket"], archive["key"]
@@ -642,7 +678,7 @@ def fetch_tool(bench: Bench, tool: str, data: ds.Dataset, archive: dict[str, Any
                 outcome.error = f"extracted {files} files / {size} bytes, expected {data.files} / {data.size}"
         return outcome
     finally:
-        shutil.rmtree(dest, ignore_errors=True)
+        bench.discard_later(dest)
 
 
 def _print_run(case: Case, tool: str, rnd: int, outcome: Outcome, data: ds.Dataset) -> None:
@@ -681,7 +717,7 @@ def profile_case(bench: Bench, case: Case, top: int = 25) -> None:
             if bucket:
                 bench.drop_bucket(bucket)
             return
-        job.update(kind="fetch", result=archive["result"], destination=str(bench.workdir / "fetched" / "profile"))
+        job.update(kind="fetch", result=archive["result"], destination=str(bench.fetched / "profile"))
     else:
         compress = case.kind == "compressed"
         job.update(kind="publish", source=str(data.path), bucket=bucket, compress=compress)
@@ -692,7 +728,7 @@ def profile_case(bench: Bench, case: Case, top: int = 25) -> None:
     timeout = timeout_for(data, child=True) + 60
     outcome = run_child(job, env=bench.child_env, timeout=timeout, log=bench.logs / "profile.log", wrapper=wrapper)
     bench.drop_bucket(bucket)
-    shutil.rmtree(bench.workdir / "fetched" / "profile", ignore_errors=True)
+    shutil.rmtree(bench.fetched / "profile", ignore_errors=True)
     if not outcome.ok or not raw.is_file():
         print(f"profile run failed: {outcome.error}")
         return
@@ -798,6 +834,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where datasets and server data go (kept, datasets reused); default: a temp dir",
     )
     parser.add_argument(
+        "--fetch-dir",
+        type=Path,
+        default=Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None,
+        help="where fetches extract and download to, for ours and the peers alike (default /dev/shm where it "
+        "exists: a tmpfs keeps the virtual disk's state after mass deletions out of the figures; on a disk "
+        "the destinations are deleted after their case)",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=MAX_MINUTES,
@@ -835,6 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="s3pub-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = workdir / f"run-{started:%Y%m%dT%H%M%S}"
+    fetch_root = args.fetch_dir.resolve() / f"s3pub-bench-{started:%Y%m%dT%H%M%S}" if args.fetch_dir else None
     if not args.no_install:
         note = ensure_requirements(REQUIREMENTS)
         if note:
@@ -874,6 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 deadline=began + args.max_minutes * 60,
                 quiet_wait=args.quiet_wait,
                 install=not args.no_install,
+                fetch_root=fetch_root,
             )
             environments(bench)
             print(
@@ -888,6 +934,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             server.stop()
     finally:
+        if fetch_root is not None:
+            shutil.rmtree(fetch_root, ignore_errors=True)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
