@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,34 @@ def test_extract_refuses_truncated_archive(tmp_path: Path, backend: str, cut: in
         truncated = data[:-cut]
     with pytest.raises(FetchError, match="truncated|corrupt|not valid gzip"):
         extract(truncated, tmp_path / "dest")
+
+
+@pytest.mark.parametrize("failure", ["truncated", "unsafe", "complete"])
+def test_extract_leaves_no_inflating_thread_behind(tmp_path: Path, extractor: str, failure: str) -> None:
+    # Gunzip runs ahead in a thread of its own; whatever the outcome, that thread has ended on return.
+    data = _complete_archive(tmp_path)
+    if failure == "truncated":
+        data = data[: len(data) // 2]
+    elif failure == "unsafe":
+        data = _unsafe_archive()
+    before = {t.ident for t in threading.enumerate()}
+    try:
+        extract(data, tmp_path / "dest")
+    except (FetchError, UnsafeArchiveError):
+        assert failure != "complete"
+    else:
+        assert failure == "complete"
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+
+
+def _unsafe_archive() -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        # More after the refused member than is ever inflated ahead: the thread would wait to hand it over.
+        for name, data in (("ok.txt", b"ok"), ("../evil.txt", b"evil"), ("after.bin", os.urandom(8 << 20))):
+            info, payload = member(name, data=data)
+            tar.addfile(info, io.BytesIO(payload or b""))
+    return gzip.compress(raw.getvalue())
 
 
 def test_extract_refuses_bad_crc(tmp_path: Path, backend: str, extractor: str) -> None:
