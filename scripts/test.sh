@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, then every test (unit, SeaweedFS, real Airflow DAG runs), once on each
-# locked environment (see scripts/setup.sh):
+# The whole test suite: lint, types (beside the first suite), and every test (unit, SeaweedFS, real Airflow
+# DAG runs), once on each locked environment (see scripts/setup.sh):
 #   highest  .venv         requirements/lock.txt         Python 3.13, the newest supported Airflow and amazon provider
 #   lowest   .venv-lowest  requirements/lock-lowest.txt  Python 3.11, the declared lower bounds (requirements/lowest.in)
 # ruff and mypy run once, from .venv. Both pytest runs always run; the script fails if either fails.
@@ -39,7 +39,11 @@ for env in "${envs[@]}"; do [ "$env" = highest ] || setup_envs+=("$env"); done
 ./scripts/setup.sh "${setup_envs[@]}" postgres libarchive
 
 .venv/bin/ruff check airflow_s3_publisher tests tools dags_examples scripts benchmarks
-.venv/bin/mypy
+# mypy (~15 s of one core without a cache) runs beside the first suite, which leaves the cores idle part of
+# the time (servers starting, Airflow waiting); its output comes once that suite is done.
+mypy_log="$(mktemp)"
+.venv/bin/mypy >"$mypy_log" 2>&1 &
+mypy_pid=$!
 
 versions_of() {
     "$(venv_of "$1")/bin/python" -c 'import platform; from importlib.metadata import version as v
@@ -49,6 +53,20 @@ print("Python", platform.python_version(), "/ Airflow", v("apache-airflow"),
 
 results=()
 status=0
+report_mypy() {  # once, after the first suite: mypy's output, and its verdict among the results
+    [ -n "$mypy_pid" ] || return 0
+    local rc=0
+    wait "$mypy_pid" || rc=$?
+    mypy_pid=""
+    echo
+    echo "== mypy =="
+    cat "$mypy_log"
+    rm -f "$mypy_log"
+    if [ "$rc" -ne 0 ]; then
+        results+=("mypy: FAILED (exit $rc)")
+        status=1
+    fi
+}
 record() {  # record ENV VERSIONS EXIT_CODE
     if [ "$3" -eq 2 ]; then  # pytest was interrupted (Ctrl-C): stop here, and the other runs with it
         echo "== $1 ($2): interrupted ==" >&2
@@ -82,6 +100,7 @@ if [ "$concurrent" = 1 ] && [ "${#envs[@]}" -gt 1 ]; then
         if [ "$i" -eq 0 ]; then
             echo "== suite on $versions ($env: $(venv_of "$env")); at the same time on: ${envs[*]:1} =="
             "$(venv_of "$env")/bin/python" -m pytest "$@" || rc=$?
+            report_mypy
         else
             wait "${pids[$((i - 1))]}" || rc=$?
             pids[$((i - 1))]=done
@@ -97,6 +116,7 @@ else
         echo "== suite on $versions ($env: $(venv_of "$env")) =="
         rc=0
         "$(venv_of "$env")/bin/python" -m pytest "$@" || rc=$?
+        report_mypy
         record "$env" "$versions" "$rc"
     done
 fi

@@ -29,6 +29,7 @@ import airflow_s3_publisher.extract as extract_module
 from airflow_s3_publisher import extract_native
 from airflow_s3_publisher.exceptions import FetchError, UnsafeArchiveError
 from airflow_s3_publisher.extract import ExtractStats
+from tests.archive_support import member
 from tests.support import extractor_function
 
 MiB = 1 << 20
@@ -74,30 +75,6 @@ class Stream:
         chunk = self._data.read(min(n, self._max_read))
         self.consumed += len(chunk)
         return chunk
-
-
-def member(
-    name: str,
-    kind: bytes = tarfile.REGTYPE,
-    data: bytes | None = None,
-    *,
-    linkname: str = "",
-    mode: int = 0o644,
-    pax: dict[str, str] | None = None,
-) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.linkname = linkname
-    info.mtime = 1_700_000_000
-    if pax:
-        info.pax_headers = pax
-    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-        info.devmajor, info.devminor = 1, 3
-    if kind == tarfile.REGTYPE:
-        data = data or b""
-        info.size = len(data)
-    return info, data
 
 
 def tar_bytes(*members: tuple[tarfile.TarInfo, bytes | None], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -278,7 +255,7 @@ def test_symlink_chain_through_a_directory_link_is_refused(extract: Extract, box
 
 
 def test_symlink_target_given_by_pax_linkpath_is_checked(extract: Extract, box: Path) -> None:
-    data = gzip.compress(tar_bytes(member("l", tarfile.SYMTYPE, linkname="ok", pax={"linkpath": "../../etc"})))
+    data = gzip.compress(tar_bytes(member("l", tarfile.SYMTYPE, linkname="ok", pax_headers={"linkpath": "../../etc"})))
     with pytest.raises(UnsafeArchiveError, match="'l' is a symlink to '../../etc'"):
         run(extract, data, box / "dest")
     assert_only_dest(box)
@@ -286,7 +263,8 @@ def test_symlink_target_given_by_pax_linkpath_is_checked(extract: Extract, box: 
 
 def test_hard_link_out_given_by_pax_linkpath_is_refused(extract: Extract, box: Path) -> None:
     (box.parent / "secret").write_bytes(b"secret")
-    data = gzip.compress(tar_bytes(member("h", tarfile.LNKTYPE, linkname="fine", pax={"linkpath": "../../secret"})))
+    link = member("h", tarfile.LNKTYPE, linkname="fine", pax_headers={"linkpath": "../../secret"})
+    data = gzip.compress(tar_bytes(link))
     with pytest.raises(UnsafeArchiveError, match="hard link"):
         run(extract, data, box / "dest")
     assert os.listdir(box / "dest") == []
@@ -307,7 +285,7 @@ def test_hard_link_to_a_symlink_member_is_refused(extract: Extract, box: Path) -
 
 def test_name_given_by_pax_path_is_checked(extract: Extract, box: Path) -> None:
     # The ustar name field says "benign"; the pax record, which wins, says "../evil".
-    data = gzip.compress(tar_bytes(member("benign", data=b"pwned", pax={"path": "../evil"})))
+    data = gzip.compress(tar_bytes(member("benign", data=b"pwned", pax_headers={"path": "../evil"})))
     with pytest.raises(UnsafeArchiveError, match=r"'\.\./evil'"):
         run(extract, data, box / "dest")
     assert_only_dest(box)
@@ -315,7 +293,7 @@ def test_name_given_by_pax_path_is_checked(extract: Extract, box: Path) -> None:
 
 def test_pax_global_header_path_is_checked(extract: Extract, box: Path) -> None:
     data = gzip.compress(
-        tar_bytes(member("pax_global_header", tarfile.XGLTYPE, pax={"path": "../g"}), member("f", data=b"x"))
+        tar_bytes(member("pax_global_header", tarfile.XGLTYPE, pax_headers={"path": "../g"}), member("f", data=b"x"))
     )
     with pytest.raises(UnsafeArchiveError, match=r"'\.\./g'"):
         run(extract, data, box / "dest")
@@ -381,7 +359,7 @@ def _with_size(info: tarfile.TarInfo, size: int) -> bytes:
 @pytest.mark.parametrize("how", ["pax size", "base-256 size"])
 def test_huge_declared_size_is_refused_before_any_write(extract: Extract, box: Path, how: str) -> None:
     if how == "pax size":
-        body = tar_bytes(member("big", data=b"x", pax={"size": str(10**15)}))
+        body = tar_bytes(member("big", data=b"x", pax_headers={"size": str(10**15)}))
     else:
         body = _with_size(tarfile.TarInfo("big"), 1 << 40)
     with pytest.raises(UnsafeArchiveError, match="max_bytes"):

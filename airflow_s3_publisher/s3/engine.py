@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow_s3_publisher.progress import LogLike
     from airflow_s3_publisher.s3.client import S3Client
 
-__all__ = ["MEMORY_BUDGET", "BotoEngine", "Engine", "EngineUnavailable", "select_engine"]
+__all__ = ["MEMORY_BUDGET", "BotoEngine", "Engine", "EngineUnavailable", "boto3_download", "select_engine"]
 
 #: Bytes of small objects held in memory at once across the requests in flight (one object always fits).
 MEMORY_BUDGET = 64 * 1024 * 1024
@@ -60,6 +60,23 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release what the engine holds (connections, threads)."""
+
+
+def boto3_download(client: S3Client, bucket: str, request: GetRequest, on_bytes: Callable[[int], None]) -> GetResult:
+    """Download one object into ``request.path`` through the client's boto3 path, hashing it as it comes."""
+    body = client.get_object(bucket, request.key, request.version_id, request.args).stream
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(request.path, "wb") as out:
+            while chunk := body.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                on_bytes(len(chunk))
+    finally:
+        body.close()
+    return GetResult(request, size, digest.digest())
 
 
 def select_engine(client: S3Client, args: Mapping[str, Any], logger: LogLike) -> Engine:
@@ -129,19 +146,7 @@ class BotoEngine:
         """Download every object into its file, at most ``concurrency`` at once; see :class:`Engine`."""
 
         def download(request: GetRequest) -> GetResult:
-            body = self._client.get_object(bucket, request.key, request.version_id, request.args).stream
-            digest = hashlib.sha256()
-            size = 0
-            try:
-                with open(request.path, "wb") as out:
-                    while chunk := body.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        on_bytes(len(chunk))
-            finally:
-                body.close()
-            result = GetResult(request, size, digest.digest())
+            result = boto3_download(self._client, bucket, request, on_bytes)
             on_done(result)
             return result
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_s3_publisher.exceptions import S3RequestError
-from airflow_s3_publisher.s3.engine import MEMORY_BUDGET, EngineUnavailable
+from airflow_s3_publisher.s3.engine import MEMORY_BUDGET, EngineUnavailable, boto3_download
 from airflow_s3_publisher.s3.errors import where
 from airflow_s3_publisher.s3.native.credentials import CredentialBridge
 from airflow_s3_publisher.s3.native.failures import backoff_seconds, classify, request_error
@@ -308,7 +308,7 @@ class NativeEngine:
             )
         if unsupported_key(request.key):
             self._tell_boto3(request.key)
-            return self._boto3_get(bucket, request, on_bytes)
+            return boto3_download(self._client, bucket, request, on_bytes)
         store = self._store(bucket, request.args)
         options = {"version": request.version_id} if request.version_id else None
         obstore = self._obstore
@@ -338,22 +338,6 @@ class NativeEngine:
 
         result: GetResult = self._attempts("GetObject", bucket, request.key, get, stop)
         return result
-
-    def _boto3_get(self, bucket: str, request: GetRequest, on_bytes: Callable[[int], None]) -> GetResult:
-        """One download through the client's boto3 path (for a key obstore cannot address)."""
-        body = self._client.get_object(bucket, request.key, request.version_id, request.args).stream
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with open(request.path, "wb") as out:
-                while chunk := body.read(STREAM_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    on_bytes(len(chunk))
-        finally:
-            body.close()
-        return GetResult(request, size, digest.digest())
 
     def _tell_boto3(self, key: str) -> None:
         if not self._told_boto3:
