@@ -2,7 +2,7 @@
 
 :func:`extract_tar_gz` has the contract of :func:`airflow_s3_publisher.extract.extract_tar_gz` (same
 refusals, errors, stats; the stream read to its end; the gzip CRC verified) and shares its code for
-everything that touches safety: :class:`~airflow_s3_publisher.extract.GunzipReader` decompresses and
+everything that touches safety: :class:`~airflow_s3_publisher.gunzip.GunzipReader` decompresses and
 bounds metadata runs, :class:`~airflow_s3_publisher.extract.ExtractGuard` checks every member name and link
 and makes every directory, file and link (``O_EXCL | O_NOFOLLOW`` opens, links last and re-checked).
 libarchive (the system's ``libarchive.so.13``, through ctypes) only parses the decompressed tar stream:
@@ -304,7 +304,7 @@ class _LibarchiveTar:
         detail = message.decode("utf-8", "replace") if message else "libarchive gave no reason"
         if "too large" in detail or "oversized" in detail:
             # libarchive's own cap on a pax or GNU long-name header (1 MiB in 3.6) is below ours
-            # (the extract module's _MAX_METADATA_RUN): the same refusal, said the same way.
+            # (the gunzip module's _MAX_METADATA_RUN): the same refusal, said the same way.
             return UnsafeArchiveError(
                 f"archive has a tar header larger than libarchive reads ({detail}) after {self._reader.where}; "
                 "refusing it as a decompression bomb"

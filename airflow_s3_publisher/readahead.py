@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Self
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from airflow_s3_publisher.extract import Readable
+    from airflow_s3_publisher.gunzip import Readable
 
 DEFAULT_CHUNK = 1 << 20
 DEFAULT_DEPTH = 8
