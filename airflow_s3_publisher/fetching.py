@@ -80,29 +80,34 @@ def fetch(
     except re.error as err:
         raise FetchError(f"invalid filter regex {pattern!r}: {err}") from None
     target = Path(destination)
+    owned = client is None  # built here, so closed here (the native engine's stores and their connections)
     if client is None:
         client = connect(aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=transfer)
     else:
         client = client.with_options(transfer)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
-    except OSError as err:
-        raise FetchError(f"cannot prepare the destination {target}: {err}") from err
-    owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
-    job = _Fetch(client, spec, staging, owner, logger or log, on_progress)
-    try:
-        if spec.is_prefix:
-            job.prefix(regex)
-        else:
-            job.object(extract=extract, max_bytes=max_extract_bytes)
-        _move_into_place(staging, target)
-    except S3PublisherError:
-        raise
-    except OSError as err:
-        raise FetchError(f"fetching {spec.uri} into {target} failed: {err}") from err
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetch-", dir=target.parent))
+        except OSError as err:
+            raise FetchError(f"cannot prepare the destination {target}: {err}") from err
+        owner = {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
+        job = _Fetch(client, spec, staging, owner, logger or log, on_progress)
+        try:
+            if spec.is_prefix:
+                job.prefix(regex)
+            else:
+                job.object(extract=extract, max_bytes=max_extract_bytes)
+            _move_into_place(staging, target)
+        except S3PublisherError:
+            raise
+        except OSError as err:
+            raise FetchError(f"fetching {spec.uri} into {target} failed: {err}") from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if owned:
+            client.close()
     return target
 
 

@@ -84,25 +84,30 @@ def publish(
     run = RunInfo.from_context(context)
     plan = plan_publish(source, chosen, resolve_target(chosen, run, now or datetime.now(UTC)))
     spec = plan.target.spec
+    owned = client is None  # built here, so closed here (the native engine's stores and their connections)
     if client is None:
         client = connect(chosen.aws_conn_id, endpoint=spec.endpoint, region=spec.region, options=chosen.transfer)
     else:
         _check_client(client, spec)
         client = client.with_options(chosen.transfer)
-    if cancellation is not None:
-        cancellation.check()
-    uploader = Uploader(
-        client=client,
-        bucket=spec.bucket,
-        key=plan.target.key,
-        objects=chosen.object_options,
-        run_metadata=run_metadata(run),
-        logger=logger,
-        is_retry=run.try_number is not None and run.try_number > 1,
-        started=datetime.now(UTC),
-        cancellation=cancellation,
-    )
-    return _transfer(plan, chosen, uploader, logger, on_progress)
+    try:
+        if cancellation is not None:
+            cancellation.check()
+        uploader = Uploader(
+            client=client,
+            bucket=spec.bucket,
+            key=plan.target.key,
+            objects=chosen.object_options,
+            run_metadata=run_metadata(run),
+            logger=logger,
+            is_retry=run.try_number is not None and run.try_number > 1,
+            started=datetime.now(UTC),
+            cancellation=cancellation,
+        )
+        return _transfer(plan, chosen, uploader, logger, on_progress)
+    finally:
+        if owned:
+            client.close()
 
 
 def _check_client(client: S3Client, spec: PublisherSpec) -> None:

@@ -11,6 +11,7 @@ import pytest
 from airflow_s3_publisher import fetch, publish
 from airflow_s3_publisher.exceptions import InvalidSpecError, S3RequestError
 from airflow_s3_publisher.options import TransferOptions
+from airflow_s3_publisher.s3 import client as client_module
 from airflow_s3_publisher.s3 import connect
 from tests.support import SAMPLE_FILES, make_tree, read_tree, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
@@ -31,6 +32,28 @@ def test_one_client_serves_publish_and_fetch(tmp_path: Path, bucket: str, admin_
         result = publish(source, bucket=bucket, key=f"c{compress}", compress=compress, client=client)
         assert (result.endpoint, result.region) == (client.endpoint, client.region)
         assert read_tree(fetch(result, tmp_path / f"in-{compress}", client=client)) == SAMPLE_FILES
+
+
+def test_publish_and_fetch_close_the_client_they_built_and_leave_a_given_one_open(
+    tmp_path: Path, bucket: str, admin_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[int] = []
+    close = client_module.S3Client.close
+
+    def recording_close(self: client_module.S3Client) -> None:
+        closed.append(id(self))
+        close(self)
+
+    monkeypatch.setattr(client_module.S3Client, "close", recording_close)
+    source = make_tree(tmp_path / "out", SAMPLE_FILES)
+    result = publish(source, bucket=bucket, key="built", aws_conn_id=admin_conn)  # one PUT per file: an engine
+    assert len(closed) == 1
+    assert read_tree(fetch(result, tmp_path / "in", aws_conn_id=admin_conn)) == SAMPLE_FILES
+    assert len(closed) == 2
+    given = connect(admin_conn)
+    fetch(publish(source, bucket=bucket, key="given", client=given), tmp_path / "again", client=given)
+    assert id(given) not in closed
+    assert len(closed) == 2
 
 
 def test_a_client_for_another_endpoint_is_refused(tmp_path: Path, bucket: str, admin_conn: str) -> None:
