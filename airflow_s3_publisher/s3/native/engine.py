@@ -242,13 +242,7 @@ class NativeEngine:
     def _put_one(self, bucket: str, request: PutRequest, stop: threading.Event) -> UploadResult:
         problem = self.unsupported(request.args)
         if problem:  # the batch was chosen for its first object's args; this one differs
-            raise S3RequestError(
-                f"PutObject on {where(bucket, request.key)} cannot go through the native engine: {problem}",
-                operation="PutObject",
-                bucket=bucket,
-                key=request.key,
-                code="NativeEngineUnsupported",
-            )
+            raise _refused("PutObject", bucket, request.key, problem)
         if unsupported_key(request.key):
             self._tell_boto3(request.key)
             return self._client.put_object(bucket, request.key, request.body, args=request.args, sha256=request.sha256)
@@ -299,13 +293,7 @@ class NativeEngine:
     ) -> GetResult:
         problem = self.unsupported(request.args, operation="GetObject")
         if problem:
-            raise S3RequestError(
-                f"GetObject on {where(bucket, request.key)} cannot go through the native engine: {problem}",
-                operation="GetObject",
-                bucket=bucket,
-                key=request.key,
-                code="NativeEngineUnsupported",
-            )
+            raise _refused("GetObject", bucket, request.key, problem)
         if unsupported_key(request.key):
             self._tell_boto3(request.key)
             return boto3_download(self._client, bucket, request, on_bytes)
@@ -385,3 +373,14 @@ class NativeEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refused(operation: str, bucket: str, key: str, problem: str) -> S3RequestError:
+    """The error for a request the engine cannot send as asked (``problem`` says why)."""
+    return S3RequestError(
+        f"{operation} on {where(bucket, key)} cannot go through the native engine: {problem}",
+        operation=operation,
+        bucket=bucket,
+        key=key,
+        code="NativeEngineUnsupported",
+    )
