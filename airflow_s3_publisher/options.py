@@ -5,6 +5,7 @@ Pure logic: validates the values and builds the PutObject arguments; knows nothi
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from collections.abc import Mapping
@@ -115,7 +116,16 @@ def guess_content_type(name: str, *, archive: bool) -> str:
     """``application/gzip`` for archives, else a guess from the file name (``application/octet-stream``)."""
     if archive:
         return "application/gzip"
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    base = name.rsplit("/", 1)[-1]
+    first_dot = base.find(".", len(base) - len(base.lstrip(".")))  # a leading dot starts no suffix
+    return _guess_from_suffixes(base[first_dot:] if first_dot >= 0 else "")
+
+
+@functools.lru_cache(maxsize=512)
+def _guess_from_suffixes(suffixes: str) -> str:
+    # Only the suffixes decide the guess; one lookup per suffix chain, not one per file (a plain
+    # publish asks once per file, and mimetypes parses every name as a URL first).
+    guessed, _ = mimetypes.guess_type("file" + suffixes, strict=False)
     return guessed or "application/octet-stream"
 
 

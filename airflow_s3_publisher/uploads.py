@@ -209,8 +209,13 @@ class Uploader:
         digest = hashlib.sha256(body).digest()
         args = self.put_args(MANIFEST_NAME, archive=False, sha256=digest)
         args["ContentType"] = "application/json"
+        request = PutRequest(self.key + MANIFEST_NAME, body, digest, args)
         try:
-            return self.client.put_object(self.bucket, self.key + MANIFEST_NAME, body, args=args, sha256=digest)
+            # Through the engine the files went: on the native one, no boto3 client is made for it.
+            (result,) = self.client.engine(args, self.logger).put_many(
+                self.bucket, [PutJob(len(body), lambda: request)], lambda _result: None
+            )
+            return result
         except S3PublisherError as err:
             raise PublishError(
                 f"every file was stored under s3://{self.bucket}/{self.key} but the manifest was not: {err}"

@@ -28,6 +28,7 @@ from airflow_s3_publisher.manifest import MANIFEST_NAME
 from airflow_s3_publisher.options import MiB, ObjectOptions, TransferOptions
 from airflow_s3_publisher.s3 import S3Client as PublisherClient
 from airflow_s3_publisher.s3 import connect
+from tests.storeproxy import StoreProxy
 from tests.support import (
     SAMPLE_FILES,
     archive_members,
@@ -529,17 +530,24 @@ class TestObjectOptions:
 
 
 class TestManifest:
+    @pytest.mark.parametrize("engine", ["auto", "boto3"])
     def test_manifest_written_last_and_lists_every_file(
         self,
         source: Path,
         versioned_bucket: str,
         s3_admin: S3Client,
         admin_conn: str,
-        requests: Recorder,
+        seaweed: SeaweedServer,
+        engine: str,
     ) -> None:
-        result = publish(source, bucket=versioned_bucket, key="m", manifest=True, client=requests.client(admin_conn))
+        with StoreProxy(seaweed.endpoint, lambda request: None) as proxy:  # sees every engine's requests
+            client = connect(admin_conn, endpoint=proxy.endpoint, options=TransferOptions(engine=engine))
+            result = publish(source, bucket=versioned_bucket, key="m", manifest=True, client=client)
+            seen = [(request.method, request.target.split("?")[0]) for request in proxy.requests()]
         manifest_key = result.key + MANIFEST_NAME
-        assert requests.names[-1] == "PutObject"
+        puts = [target for method, target in seen if method == "PUT"]
+        assert len(puts) == len(SAMPLE_FILES) + 1
+        assert puts[-1] == f"/{versioned_bucket}/{manifest_key}"
         body = s3_admin.get_object(Bucket=versioned_bucket, Key=manifest_key, VersionId=result.version_id)[
             "Body"
         ].read()

@@ -6,6 +6,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import botocore.session
 import pytest
 
 from airflow_s3_publisher import fetch, publish
@@ -70,6 +71,28 @@ def test_transfer_options_replace_the_clients(admin_conn: str) -> None:
     assert other.options.checksums is False
     assert other.raw is client.raw
     assert client.with_options(None) is client
+
+
+def test_the_boto3_client_is_made_only_when_a_request_needs_it(
+    tmp_path: Path, bucket: str, admin_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    create_client = botocore.session.Session.create_client
+
+    def counting(self: botocore.session.Session, service_name: str, *args: object, **kwargs: object) -> object:
+        made.append(service_name)
+        return create_client(self, service_name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", counting)
+    client = connect(admin_conn)  # the connection names an endpoint and a region
+    source = make_tree(tmp_path / "out", SAMPLE_FILES)
+    result = publish(source, bucket=bucket, key="lazy", manifest=True, client=client)  # native engine only
+    assert made == []
+    copy = client.with_options(TransferOptions(concurrency=2))
+    copy.list_objects(bucket, result.key).__next__()
+    assert made == ["s3"]
+    assert client.raw is copy.raw  # made once, shared
+    assert made == ["s3"]
 
 
 @pytest.mark.parametrize("deleted_version", [False, True], ids=["missing-key", "deleted-version"])

@@ -8,10 +8,10 @@ pool) per :attr:`TransferOptions.engine`. Publishing needs only ``s3:PutObject``
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,36 +38,73 @@ __all__ = ["S3Client", "connect"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class S3Client:
     """A ready S3 client with the endpoint and region it really uses.
 
     Build one with :func:`connect` (from an Airflow AWS connection) and pass it to ``publish()`` or
     ``fetch()`` to reuse it, or to point them at a client built some other way.
 
-    :param raw: the boto3 S3 client.
+    :param raw: the boto3 S3 client, or a function that makes it when it is first needed (botocore
+        spends about 0.1 s loading S3's service model, which a transfer on the native engine never needs).
     :param endpoint: the endpoint URL requests go to.
     :param region: the region requests are signed for.
     :param options: the transfer options the client was built with (retries, timeouts, checksums).
     :param session: the boto3 session the credentials come from (the native engine refreshes through it).
     :param addressing_style: ``path`` or ``virtual``.
     :param verify: TLS verification: ``None``/``True`` (on), ``False`` (off) or a CA bundle path.
+    :param config: the botocore configuration the client has (or will have); by default the client's own.
     """
 
-    raw: BotoS3Client
-    endpoint: str
-    region: str
-    options: TransferOptions = field(default_factory=TransferOptions)
-    session: boto3.Session | None = None
-    addressing_style: str = "path"
-    verify: bool | str | None = None
-    _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    def __init__(
+        self,
+        raw: BotoS3Client | Callable[[], BotoS3Client],
+        endpoint: str,
+        region: str,
+        options: TransferOptions | None = None,
+        session: boto3.Session | None = None,
+        addressing_style: str = "path",
+        verify: bool | str | None = None,
+        config: Config | None = None,
+    ) -> None:
+        self._raw = _RawClient(raw)
+        self.endpoint = endpoint
+        self.region = region
+        self.options = options if options is not None else TransferOptions()
+        self.session = session
+        self.addressing_style = addressing_style
+        self.verify = verify
+        self._config = config
+        self._engines: dict[str, Engine] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Client(endpoint={self.endpoint!r}, region={self.region!r}, addressing_style={self.addressing_style!r}, "
+            f"options={self.options!r})"
+        )
+
+    @property
+    def raw(self) -> BotoS3Client:
+        """The boto3 S3 client (made now if it was not yet)."""
+        return self._raw.get()
+
+    @property
+    def botocore_config(self) -> Config | None:
+        """The botocore configuration of :attr:`raw`, read without making the client."""
+        if self._config is not None:
+            return self._config
+        return cast("Config | None", getattr(self.raw.meta, "config", None))
 
     def with_options(self, options: TransferOptions | None) -> S3Client:
-        """This client with other transfer options (``None``: unchanged); retries and timeouts stay as built."""
+        """This client with other transfer options (``None``: unchanged); retries and timeouts stay as built.
+
+        The copy shares the boto3 client (made once, by whichever uses it first), not the engines.
+        """
         if options is None or options == self.options:
             return self
-        return dataclasses.replace(self, options=options)
+        other = copy.copy(self)
+        other.options = options
+        other._engines = {}
+        return other
 
     # ------------------------------------------------------------------ single objects
     def put_object(
@@ -221,6 +258,30 @@ class _TranslatedBody:
         self._raw.close()
 
 
+
+class _RawClient:
+    """The boto3 client, or the function that makes it on first use (once, whichever thread asks first)."""
+
+    def __init__(self, raw: BotoS3Client | Callable[[], BotoS3Client]) -> None:
+        self._lock = threading.Lock()
+        self._client: BotoS3Client | None = None
+        self._make: Callable[[], BotoS3Client] | None = None
+        if hasattr(raw, "meta"):  # a client (boto3's clients are not callable)
+            self._client = cast("BotoS3Client", raw)
+        else:
+            self._make = raw
+
+    def get(self) -> BotoS3Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                assert self._make is not None
+                self._client = self._make()
+            return self._client
+
+
 def connect(
     aws_conn_id: str | None,
     *,
@@ -259,24 +320,46 @@ def connect(
         ours["request_checksum_calculation"] = "when_required"
         ours["response_checksum_validation"] = "when_required"
     config = base.merge(Config(**ours))
+
+    def make_client() -> BotoS3Client:
+        try:
+            raw: BotoS3Client = session.client(
+                "s3", endpoint_url=endpoint_url or None, config=config, verify=hook.verify
+            )
+        except BotoCoreError as err:
+            raise _client_error(aws_conn_id, err) from err
+        _log_retries(raw, opts.max_attempts)
+        return raw
+
     try:
         session = hook.get_session(region_name=region or hook.region_name)
-        raw: BotoS3Client = session.client("s3", endpoint_url=endpoint_url or None, config=config, verify=hook.verify)
     except BotoCoreError as err:
-        raise S3RequestError(
-            f"could not create an S3 client for connection {aws_conn_id!r}: {type(err).__name__}",
-            operation="connect",
-            bucket="",
-        ) from err
-    _log_retries(raw, opts.max_attempts)
+        raise _client_error(aws_conn_id, err) from err
+    known_region = session.region_name or ""
+    if endpoint_url and known_region:
+        # Everything the native engine needs is known: the boto3 client is made only if a request needs it.
+        raw: BotoS3Client | Callable[[], BotoS3Client] = make_client
+        endpoint, resolved_region = endpoint_url, known_region
+    else:  # botocore resolves AWS's endpoint (or the region) for the client
+        raw = made = make_client()
+        endpoint, resolved_region = endpoint_url or made.meta.endpoint_url, made.meta.region_name or ""
     return S3Client(
-        raw=raw,
-        endpoint=endpoint_url or raw.meta.endpoint_url,
-        region=raw.meta.region_name or "",
+        raw,
+        endpoint=endpoint,
+        region=resolved_region,
         options=opts,
         session=session,
         addressing_style=style or "virtual",
         verify=hook.verify,
+        config=config,
+    )
+
+
+def _client_error(aws_conn_id: str | None, err: BotoCoreError) -> S3RequestError:
+    return S3RequestError(
+        f"could not create an S3 client for connection {aws_conn_id!r}: {type(err).__name__}",
+        operation="connect",
+        bucket="",
     )
 
 

@@ -113,7 +113,7 @@ class NativeEngine:
         problem = (
             resolver_problem()
             or environment_problem(options)
-            or config_problem(getattr(client.raw.meta, "config", None))
+            or config_problem(client.botocore_config)
         )
         if problem:
             raise EngineUnavailable(problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,6 +40,7 @@ _RESERVED_METADATA = frozenset(
     name for attribute in _ATTRIBUTES.values() for name in (attribute.lower(), attribute.lower().replace("-", ""))
 )
 _SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def unsupported(args: Mapping[str, Any], *, operation: str = "PutObject") -> str | None:
@@ -76,7 +78,7 @@ def unsupported_key(key: str) -> str | None:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             return f"key {key!r} has an empty, '.' or '..' segment"
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if _CONTROL.search(key):
         return f"key {key!r} holds a control character"
     return None
 
