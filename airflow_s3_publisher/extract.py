@@ -111,6 +111,19 @@ class _StreamingTarFile(tarfile.TarFile):
         return member
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``); 0o777 where it cannot be
+    read, so that every mode is then set explicitly."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
 def extract_tar_gz(
     stream: Readable,
     destination: Path,
@@ -167,6 +180,7 @@ class ExtractGuard:
         self.regular: set[str] = set()  # relpaths of regular files in place (hard link targets)
         self.links: dict[str, str] = {}  # symlinks to create at the end: relpath -> target
         self.dir_attrs: dict[str, tuple[int, float]] = {}
+        self.umask = process_umask()
 
     def run(self, tar: Members) -> None:
         while (member := tar.next()) is not None:
@@ -279,7 +293,8 @@ class ExtractGuard:
             raise FetchError(f"cannot read archive member {member.name!r}")
         # O_EXCL and O_NOFOLLOW: never write into something that was already there, or through a link.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self._path(rel), flags, 0o600)
+        mode = member.mode & 0o777 | 0o600
+        fd = os.open(self._path(rel), flags, mode)
         try:  # os.write on the descriptor: a buffered file object per member costs more than its write
             written = 0
             where = f"member {member.name!r}"
@@ -294,7 +309,8 @@ class ExtractGuard:
                 self.reader.mark(where)
             if written != member.size:
                 raise FetchError(f"the archive is truncated in member {member.name!r}")
-            os.fchmod(fd, member.mode & 0o777 | 0o600)
+            if mode & self.umask:  # created without the bits the umask took (the usual 0o644 is not)
+                os.fchmod(fd, mode)
             os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)

@@ -23,12 +23,13 @@ from airflow_s3_publisher.naming import ARCHIVE_SUFFIX
 from airflow_s3_publisher.options import MiB, TransferOptions
 from airflow_s3_publisher.paths import safe_join
 from airflow_s3_publisher.progress import LogLike, Progress, ProgressCallback
-from airflow_s3_publisher.readahead import ReadAhead
 from airflow_s3_publisher.result import PublishedResult, as_source, sha256_digest
 from airflow_s3_publisher.s3 import GetRequest, GetResult, S3Client, connect
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+    from airflow_s3_publisher.s3 import ObjectBody
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,15 @@ class _Fetch:
     logger: LogLike
     on_progress: ProgressCallback | None
 
+    def _open(self, key: str) -> ObjectBody:
+        """A streaming GET of ``key``, pinned to the result's VersionID, through the request engine
+        (the native one needs no boto3 client: botocore's model loading is most of a small fetch's set-up)."""
+        return self.client.engine(self.owner, self.logger).open(self.spec.bucket, key, self.spec.version_id, self.owner)
+
     def object(self, *, extract: bool, max_bytes: int) -> None:
         spec = self.spec
         expected = sha256_digest(spec.checksum_sha256) if spec.checksum_sha256 else None
-        body = self.client.get_object(spec.bucket, spec.key, spec.version_id, self.owner)
+        body = self._open(spec.key)
         progress = Progress(
             spec.uri, total_bytes=body.size, total_files=1, logger=self.logger, on_update=self.on_progress
         )
@@ -131,10 +137,9 @@ class _Fetch:
         try:
             if extract and spec.key.endswith(ARCHIVE_SUFFIX):
                 try:
-                    # Read ahead: receiving and hashing overlap extraction. Closed (its thread joined)
-                    # before anything below reads `reader` again.
-                    with ReadAhead(reader) as ahead:
-                        stats = choose_extractor(self.logger)(ahead, self.staging, max_bytes=max_bytes)
+                    # The extractor's gunzip thread receives, hashes and inflates ahead of the writes; it
+                    # is joined before the extractor returns, so nothing below reads `reader` concurrently.
+                    stats = choose_extractor(self.logger)(reader, self.staging, max_bytes=max_bytes)
                 except S3PublisherError as err:
                     # Bytes that are not the published archive explain the failure better than its symptom.
                     reader.drain()
@@ -214,7 +219,9 @@ class _Fetch:
         spec = self.spec
         key = spec.key + MANIFEST_NAME
         try:
-            body = self.client.get_object(spec.bucket, key, spec.version_id, self.owner).stream
+            body = (
+                self.client.engine(self.owner, self.logger).open(spec.bucket, key, spec.version_id, self.owner).stream
+            )
         except S3RequestError as err:
             if spec.checksum_sha256:
                 raise FetchError(

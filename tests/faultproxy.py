@@ -122,6 +122,9 @@ class FaultSettings:
     a kind it returns wins over everything but ``hang``, ``None`` lets the other settings decide."""
     upload_bytes_per_second: float | None = None
     """Throttle request bodies forwarded upstream, per connection."""
+    cut_response_after: int | None = None
+    """Reset the client's connection after this many bytes of a response body (of the ``operations``
+    selected), as a network failure mid-download does; ``None``: responses are relayed whole."""
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "reset_rate", "delay_rate"):
@@ -627,7 +630,10 @@ class FaultProxy:
         self._count(forwarded=1)  # before the client can see the answer (and read the counters)
         if kind == DELAY:
             self._stopping.wait(self.settings.delay)
-        keep = self._relay_response(client, up_reader, response_head, method)
+        cut_at = self.settings.cut_response_after
+        if self.settings.operations is not None and request.operation not in self.settings.operations:
+            cut_at = None
+        keep = self._relay_response(client, up_reader, response_head, method, cut_at)
         if not keep:
             self._untrack(up_sock)
             _close(up_sock)
@@ -776,8 +782,11 @@ class FaultProxy:
                 continue  # an interim response (100 Continue): the final one follows
             return head
 
-    def _relay_response(self, client: socket.socket, up_reader: _Stream, head: bytes, method: str) -> bool:
-        """Send the response to the client; False when the connection must close afterwards."""
+    def _relay_response(
+        self, client: socket.socket, up_reader: _Stream, head: bytes, method: str, cut_at: int | None = None
+    ) -> bool:
+        """Send the response to the client (its connection reset after ``cut_at`` body bytes, when given);
+        False when the connection must close afterwards."""
         first, header_list = _parse_head(head)
         version, status_text = first.split(" ", 2)[:2]
         status = int(status_text)
@@ -796,9 +805,16 @@ class FaultProxy:
         else:
             pieces = self._until_close(up_reader)
             keep = False
+        sent = 0
         for piece in pieces:
+            if cut_at is not None and sent + len(piece) > cut_at:
+                self._send(client, piece[: cut_at - sent])
+                self._fault(RESET)
+                _reset(client)
+                return False
             self._send(client, piece)
             self._count(bytes_down=len(piece))
+            sent += len(piece)
         return keep
 
     @staticmethod

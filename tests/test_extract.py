@@ -178,6 +178,19 @@ def test_extract_strips_setuid_setgid_sticky(tmp_path: Path, extractor: str) -> 
     assert (dest / "locked" / "inner").read_bytes() == b"x"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_extract_keeps_file_modes_whatever_the_umask(tmp_path: Path, extractor: str, umask: int) -> None:
+    modes = {"rw-r--r--": 0o644, "rw-rw-rw-": 0o666, "rwxrwxr-x": 0o775, "rw-r-----": 0o640}
+    data = build_archive(*(member(name, data=b"x", mode=mode) for name, mode in modes.items()))
+    dest = tmp_path / "dest"
+    old = os.umask(umask)
+    try:
+        extract(data, dest)
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE(os.stat(dest / name).st_mode) for name in modes} == modes
+
+
 def test_extract_bomb_stops_at_max_bytes(box: Path, extractor: str) -> None:
     data = build_archive(*(member(f"zeros{i}", data=bytes(4 * MiB)) for i in range(4)))
     assert len(data) < 100_000  # highly compressible

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
-import dataclasses
 import hashlib
 import logging
 import os
@@ -20,9 +19,10 @@ from botocore.exceptions import ResponseStreamingError
 import airflow_s3_publisher.fetching as fetching_module
 from airflow_s3_publisher import extract, extract_native, fetch, publish
 from airflow_s3_publisher.exceptions import ChecksumMismatchError, S3RequestError, UnsafeArchiveError
+from airflow_s3_publisher.options import TransferOptions
 from airflow_s3_publisher.progress import Snapshot
-from airflow_s3_publisher.s3 import S3Client as PublisherClient
 from airflow_s3_publisher.s3 import connect
+from tests.faultproxy import running_proxy
 from tests.support import SAMPLE_FILES, extractor_function, make_tree, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
@@ -166,12 +166,11 @@ def test_keys_that_would_escape_destination_are_refused(
     bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     # AWS stores such keys; SeaweedFS refuses them at PutObject, so the listing is where they come from.
-    class ListsBadKeys(PublisherClient):
-        def list_objects(self, *_args: object, **_kwargs: object) -> Iterator[tuple[str, int]]:
-            yield from [("p/fine.txt", 1), (bad, 1)]
+    def lists_bad_keys(*_args: object, **_kwargs: object) -> Iterator[tuple[str, int]]:
+        yield from [("p/fine.txt", 1), (bad, 1)]
 
-    real = connect(admin_conn)
-    client = ListsBadKeys(**{f.name: getattr(real, f.name) for f in dataclasses.fields(real) if f.init})
+    client = connect(admin_conn)
+    monkeypatch.setattr(client, "list_objects", lists_bad_keys)
     dest = tmp_path / "deep" / "in"
     with pytest.raises(UnsafeArchiveError):
         fetch({"Bucket": bucket, "Key": "p/"}, dest, client=client)
@@ -246,6 +245,7 @@ def test_connection_lost_mid_archive_leaves_destination_as_it_was(
     source: Path, bucket: str, admin_conn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The body is read ahead in a thread: its failure must surface in fetch(), with nothing left behind.
+    # On the boto3 engine the connection breaks inside botocore's body.
     big = make_tree(tmp_path / "big", {f"f{i}.bin": os.urandom(50_000) for i in range(40)})
     result = publish(big, bucket=bucket, key="cut", compress=True, aws_conn_id=admin_conn)
 
@@ -264,10 +264,10 @@ def test_connection_lost_mid_archive_leaves_destination_as_it_was(
         def close(self) -> None:
             self._body.close()
 
-    client = connect(admin_conn)
+    client = connect(admin_conn, options=TransferOptions(engine="boto3"))
     real_get_object = client.raw.get_object
 
-    def cut_get_object(**kwargs: Any) -> Any:  # the connection breaks below the S3 seam, in botocore's body
+    def cut_get_object(**kwargs: Any) -> Any:
         response = real_get_object(**kwargs)
         return {**response, "Body": Cut(response["Body"])}
 
@@ -277,5 +277,24 @@ def test_connection_lost_mid_archive_leaves_destination_as_it_was(
     with pytest.raises(S3RequestError, match="IncompleteRead") as caught:
         fetch(result, dest, client=client)
     assert isinstance(caught.value.__cause__, ResponseStreamingError)
+    assert snapshot(dest) == before
+    assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
+
+
+@pytest.mark.usefixtures("extractor")
+def test_connection_reset_mid_archive_on_the_native_engine_leaves_destination_as_it_was(
+    bucket: str, admin_conn: str, tmp_path: Path, seaweed: SeaweedServer
+) -> None:
+    big = make_tree(tmp_path / "big", {f"f{i}.bin": os.urandom(50_000) for i in range(40)})
+    result = publish(big, bucket=bucket, key="reset", compress=True, aws_conn_id=admin_conn)
+    dest = make_tree(tmp_path / "keep" / "dest", {"existing.txt": b"mine"})
+    before = snapshot(dest)
+    # A real connection reset after 500 kB of the body: the body had started, so it is not retried.
+    with running_proxy(seaweed.endpoint, cut_response_after=500_000, operations=frozenset({"GetObject"})) as proxy:
+        client = connect(admin_conn, endpoint=proxy.endpoint, options=TransferOptions(engine="native"))
+        with pytest.raises(S3RequestError, match="GetObject") as caught:
+            fetch(result, dest, client=client)
+        assert proxy.stats().operations == {"GetObject": 1}
+    assert caught.value.bucket == bucket
     assert snapshot(dest) == before
     assert not any(thread.name == "read-ahead" for thread in threading.enumerate())

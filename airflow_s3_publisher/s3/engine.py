@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from airflow_s3_publisher.exceptions import InvalidSpecError
-from airflow_s3_publisher.s3.objects import GetRequest, GetResult, PutJob, UploadResult
+from airflow_s3_publisher.s3.objects import GetRequest, GetResult, ObjectBody, PutJob, UploadResult
 
 if TYPE_CHECKING:
     from airflow_s3_publisher.progress import LogLike
@@ -57,6 +57,9 @@ class Engine(Protocol):
 
         On the first failure (a request, or ``on_done`` raising) stop the rest and raise it.
         """
+
+    def open(self, bucket: str, key: str, version_id: str = "", args: Mapping[str, Any] | None = None) -> ObjectBody:
+        """Open a streaming GET of one object, pinned to ``version_id`` when given."""
 
     def close(self) -> None:
         """Release what the engine holds (connections, threads)."""
@@ -152,6 +155,10 @@ class BotoEngine:
 
         for _ in bounded_map(download, ((request, 0) for request in requests), self._concurrency, "s3-get"):
             pass
+
+    def open(self, bucket: str, key: str, version_id: str = "", args: Mapping[str, Any] | None = None) -> ObjectBody:
+        """Open a streaming GET of one object through the boto3 client."""
+        return self._client.get_object(bucket, key, version_id, args)
 
     def close(self) -> None:
         """Nothing to release: the boto3 client is shared."""

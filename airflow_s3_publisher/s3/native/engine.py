@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from airflow_s3_publisher.exceptions import S3RequestError
 from airflow_s3_publisher.s3.engine import MEMORY_BUDGET, EngineUnavailable, boto3_download
 from airflow_s3_publisher.s3.errors import where
+from airflow_s3_publisher.s3.native.body import NativeBody
 from airflow_s3_publisher.s3.native.credentials import CredentialBridge
 from airflow_s3_publisher.s3.native.failures import backoff_seconds, classify, request_error
 from airflow_s3_publisher.s3.native.requests import put_attributes, unsupported, unsupported_key
@@ -27,7 +28,7 @@ from airflow_s3_publisher.s3.native.setup import (
     store_config,
 )
 from airflow_s3_publisher.s3.native.workers import ByteBudget, run_each
-from airflow_s3_publisher.s3.objects import GetRequest, GetResult, PutJob, PutRequest, UploadResult
+from airflow_s3_publisher.s3.objects import GetRequest, GetResult, ObjectBody, PutJob, PutRequest, UploadResult
 
 if TYPE_CHECKING:
     from airflow_s3_publisher.s3.client import S3Client
@@ -110,11 +111,7 @@ class NativeEngine:
         except Exception as err:  # a missing or broken wheel: ImportError, OSError from the .so, ...
             raise EngineUnavailable(f"obstore cannot be imported ({type(err).__name__}: {err})") from err
         options = client.options
-        problem = (
-            resolver_problem()
-            or environment_problem(options)
-            or config_problem(client.botocore_config)
-        )
+        problem = resolver_problem() or environment_problem(options) or config_problem(client.botocore_config)
         if problem:
             raise EngineUnavailable(problem)
         style = client.addressing_style or "path"
@@ -326,6 +323,34 @@ class NativeEngine:
 
         result: GetResult = self._attempts("GetObject", bucket, request.key, get, stop)
         return result
+
+    def open(self, bucket: str, key: str, version_id: str = "", args: Mapping[str, Any] | None = None) -> ObjectBody:
+        """Open a streaming GET of one object (pinned to ``version_id`` when given); see :meth:`S3Client.get_object`.
+
+        The request is retried like the others until the body starts; a failure while the body is read is not.
+        """
+        args = args or {}
+        problem = self.unsupported(args, operation="GetObject")
+        if problem:
+            raise _refused("GetObject", bucket, key, problem)
+        if unsupported_key(key):
+            self._tell_boto3(key)
+            return self._client.get_object(bucket, key, version_id, args)
+        store = self._store(bucket, args)
+        options = {"version": version_id} if version_id else None
+        obstore = self._obstore
+        answer = self._attempts(
+            "GetObject", bucket, key, lambda: obstore.get(store, key, options=options), threading.Event()
+        )
+
+        def failed(err: BaseException) -> S3RequestError:
+            if not self._is_request_error(err):
+                raise err
+            return request_error(classify(err, self._bridge), "GetObject", bucket, key, 1, self._endpoint_url)
+
+        return ObjectBody(
+            NativeBody(iter(answer.stream(min_chunk_size=STREAM_CHUNK)), failed), int(answer.meta["size"])
+        )
 
     def _tell_boto3(self, key: str) -> None:
         if not self._told_boto3:
