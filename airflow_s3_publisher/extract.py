@@ -185,7 +185,7 @@ class ExtractGuard:
     def run(self, tar: Members) -> None:
         while (member := tar.next()) is not None:
             self.members += 1
-            self.reader.mark(f"member {member.name!r}")
+            self.reader.mark(member.name)
             if self.members > self.max_members:
                 raise UnsafeArchiveError(
                     f"archive has more than {self.max_members} members (at member {member.name!r}); "
@@ -209,7 +209,7 @@ class ExtractGuard:
                 return  # "." or "./": the destination itself
             raise UnsafeArchiveError(f"archive member {name!r} has no name; refusing the archive")
         rel = "/".join(parts)
-        for i in range(1, len(parts)):
+        for i in range(1, len(parts) if self.links else 0):
             prefix = "/".join(parts[:i])
             if prefix in self.links:
                 raise UnsafeArchiveError(
@@ -267,6 +267,8 @@ class ExtractGuard:
             self.regular.discard(rel)
 
     def _make_dirs(self, parts: Sequence[str], name: str) -> None:
+        if "/".join(parts) in self.made_dirs:  # made with all its parents (a directory is never replaced)
+            return
         for i in range(1, len(parts) + 1):
             rel = "/".join(parts[:i])
             if rel in self.made_dirs:
@@ -297,16 +299,17 @@ class ExtractGuard:
         fd = os.open(self._path(rel), flags, mode)
         try:  # os.write on the descriptor: a buffered file object per member costs more than its write
             written = 0
-            where = f"member {member.name!r}"
             while chunk := source.read(CHUNK_SIZE):
                 if len(chunk) > self.max_bytes - self.bytes:
                     raise self._too_big(member.name)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                sent = os.write(fd, chunk)
+                if sent < len(chunk):  # a short write (rare): the rest, a view at a time
+                    view = memoryview(chunk)[sent:]
+                    while view:
+                        view = view[os.write(fd, view) :]
                 written += len(chunk)
                 self.bytes += len(chunk)
-                self.reader.mark(where)
+                self.reader.mark(member.name)
             if written != member.size:
                 raise FetchError(f"the archive is truncated in member {member.name!r}")
             if mode & self.umask:  # created without the bits the umask took (the usual 0o644 is not)

@@ -72,12 +72,17 @@ class GunzipReader:
         self._out = b""  # inflated, handed out from self._at on
         self._at = 0
         self._since_mark = 0
-        self.where = "the start of the archive"
+        self._member: str | None = None
 
-    def mark(self, where: str) -> None:
-        """Note that the extractor made progress (a member, a data chunk) at ``where``."""
+    def mark(self, member: str) -> None:
+        """Note that the extractor made progress (a header, a data chunk) in the member named ``member``."""
         self._since_mark = 0
-        self.where = where
+        self._member = member
+
+    @property
+    def where(self) -> str:
+        """Where the extractor last made progress, as an error message says it."""
+        return "the start of the archive" if self._member is None else f"member {self._member!r}"
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` decompressed bytes (``b""`` at the end of the gzip stream)."""
