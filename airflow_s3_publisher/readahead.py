@@ -1,9 +1,10 @@
-"""Reading a stream ahead in a background thread, so receiving (and hashing) overlaps the consumer's work.
+"""Reading a stream ahead in a background thread, so producing chunks overlaps the consumer's work.
 
-A fetch reads the object's body through a hashing reader and extracts it as it arrives. Read in the same
-thread, the socket waits while files are written and the writes wait for the socket. :class:`ReadAhead`
-reads the wrapped stream in a thread of its own, a few chunks ahead (socket reads and SHA-256 both let
-other threads run), and hands the chunks over in order.
+Extraction inflates a tar.gz in a thread of its own (:class:`~airflow_s3_publisher.gunzip.GunzipReader`
+with ``ahead=True``): that thread receives and hashes the download and inflates it, a few chunks ahead of
+the thread that writes the files, as ``tar -xz`` runs gzip in a process of its own. :class:`ReadAhead`
+is that hand-off: it reads the wrapped stream in a thread (socket reads, SHA-256 and zlib all let other
+threads run) and hands the chunks over in order.
 """
 
 from __future__ import annotations
