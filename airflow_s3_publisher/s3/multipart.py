@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_s3_publisher.exceptions import PublishError, S3RequestError
 from airflow_s3_publisher.hashing import b64
@@ -49,6 +49,10 @@ class MultipartWriter:
     digest_metadata: str = ""
     check: Callable[[], None] | None = None
     _buffer: bytearray = field(default_factory=bytearray, init=False)
+    """The part being filled: grows while it may still be the only one, then a recycled whole part."""
+    _filled: int = field(default=0, init=False)
+    _spare: list[bytearray] = field(default_factory=list, init=False)
+    """Whole-part buffers whose upload finished, reused: no 8 MiB allocation (and heap growth) per part."""
     _hash: Any = field(default_factory=hashlib.sha256, init=False)
     _size: int = field(default=0, init=False)
     _upload_id: str = field(default="", init=False)
@@ -65,20 +69,28 @@ class MultipartWriter:
         self._hash.update(data)
         self._size += len(data)
         part_size = self.options.part_size
-        view = memoryview(data)
-        if self._buffer:
-            # Top up the pending part first.
-            take = min(part_size - len(self._buffer), len(view))
-            self._buffer += view[:take]
+        view = memoryview(data).cast("B")
+        if not self._upload_id and len(self._buffer) + len(view) <= part_size:
+            self._buffer += view  # perhaps the only part: only as large as it needs to be
+            self._filled = len(self._buffer)
+            return len(data)
+        while view:
+            if len(self._buffer) != part_size:  # from now on, whole parts: a fixed-size buffer
+                whole = self._spare.pop() if self._spare else bytearray(part_size)
+                whole[: self._filled] = self._buffer[: self._filled]
+                self._buffer = whole
+            take = min(part_size - self._filled, len(view))
+            self._buffer[self._filled : self._filled + take] = view[:take]
+            self._filled += take
             view = view[take:]
-            if len(self._buffer) == part_size:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
-        while len(view) >= part_size:  # whole parts straight from the caller's bytes: one copy
-            self._submit(bytes(view[:part_size]))
-            view = view[part_size:]
-        self._buffer += view
+            if self._filled == part_size:
+                full, self._buffer, self._filled = self._buffer, bytearray(), 0
+                self._submit(full)
         return len(data)
+
+    def _pending(self) -> bytes:
+        """The bytes of the part being filled."""
+        return bytes(memoryview(self._buffer)[: self._filled])
 
     @property
     def sha256(self) -> bytes:
@@ -90,7 +102,7 @@ class MultipartWriter:
         """Bytes written so far."""
         return self._size
 
-    def _submit(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytes | bytearray) -> None:
         if self.check is not None:
             self.check()
         if not self._upload_id:
@@ -119,8 +131,14 @@ class MultipartWriter:
             raise
         number = len(self._parts) + 1
         future = self._pool.submit(self._upload_part, number, chunk)
-        future.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
+        future.add_done_callback(lambda _f: self._part_done(chunk))
         self._parts.append(future)
+
+    def _part_done(self, chunk: bytes | bytearray) -> None:
+        if isinstance(chunk, bytearray) and len(chunk) == self.options.part_size and not self._closed:
+            self._spare.append(chunk)
+        if self._slots is not None:
+            self._slots.release()
 
     def _raise_failed_part(self) -> None:
         for future in self._parts:
@@ -130,7 +148,7 @@ class MultipartWriter:
     def _request_args(self) -> dict[str, Any]:
         return {k: v for k, v in self.extra.items() if k == "ExpectedBucketOwner"}
 
-    def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
         args = self._request_args()
         if self.options.checksums:
             args["ChecksumSHA256"] = b64(hashlib.sha256(chunk).digest())
@@ -140,7 +158,7 @@ class MultipartWriter:
                 Key=self.key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=chunk,
+                Body=cast("bytes", chunk),  # botocore takes a bytearray too (its stubs do not say so)
                 **args,
             )
         if self.on_bytes is not None:
@@ -164,13 +182,13 @@ class MultipartWriter:
                 if self.digest_metadata:
                     metadata = {**extra.get("Metadata", {}), self.digest_metadata: digest.hex()}
                     extra = {**extra, "Metadata": metadata}
-                result = self.client.put_object(self.bucket, self.key, bytes(self._buffer), args=extra, sha256=digest)
+                result = self.client.put_object(self.bucket, self.key, self._pending(), args=extra, sha256=digest)
                 if self.on_bytes is not None:
                     self.on_bytes(result.size)
                 return result
-            if self._buffer:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
+            if self._filled:
+                self._submit(self._pending())
+                self._buffer, self._filled = bytearray(), 0
             parts = [future.result() for future in self._parts]
             with translate_errors("CompleteMultipartUpload", self.bucket, self.key):
                 response = self.client.raw.complete_multipart_upload(
@@ -243,6 +261,7 @@ class MultipartWriter:
             log.info("Aborted the multipart upload %s of s3://%s/%s", upload_id, self.bucket, self.key)
 
     def _shutdown(self) -> None:
+        self._spare.clear()
         if self._pool is not None:
             # Once cancelled, the parts on the wire are refused anyway: the task must not wait for them.
             self._pool.shutdown(wait=not self._cancelled, cancel_futures=True)
