@@ -258,7 +258,6 @@ class _TranslatedBody:
         self._raw.close()
 
 
-
 class _RawClient:
     """The boto3 client, or the function that makes it on first use (once, whichever thread asks first)."""
 
