@@ -8,6 +8,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from airflow_s3_publisher.compression import CHUNK_SIZE, Compressor, select_backend
@@ -134,6 +135,11 @@ def write_tar_gz(
 
 
 def _header(entry: SourceEntry) -> bytes:
+    fast = _ustar_header(entry)
+    return fast if fast is not None else _pax_header(entry)
+
+
+def _pax_header(entry: SourceEntry) -> bytes:
     info = tarfile.TarInfo(entry.relpath)
     info.type = tarfile.DIRTYPE if entry.is_dir else tarfile.REGTYPE
     info.size = 0 if entry.is_dir else entry.size
@@ -143,6 +149,33 @@ def _header(entry: SourceEntry) -> bytes:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _template(is_dir: bool) -> bytes:
+    return _pax_header(SourceEntry(path=Path("x"), relpath="x", size=0, mtime=0, mode=0, is_dir=is_dir))
+
+
+# What tarfile writes for a member that needs no pax record (an ASCII name of at most 100 bytes, numbers
+# that fit): a plain ustar header. Taken from tarfile itself, so that only the fields that vary are filled
+# in below: 37 us per member in tarfile, most of a 10,000-file archive's Python time.
+_TEMPLATES = {False: _template(False), True: _template(True)}
+_OCTAL_11 = 8**11
+
+
+def _ustar_header(entry: SourceEntry) -> bytes | None:
+    """The header tarfile would write for ``entry`` when it needs no pax record, else None."""
+    name = entry.relpath + "/" if entry.is_dir else entry.relpath
+    size = 0 if entry.is_dir else entry.size
+    mtime = int(entry.mtime)
+    if len(name) > 100 or not name.isascii() or not (0 <= size < _OCTAL_11 and 0 <= mtime < _OCTAL_11):
+        return None
+    block = bytearray(_TEMPLATES[entry.is_dir])
+    block[0:100] = name.encode("ascii").ljust(100, b"\0")
+    block[100:108] = b"%07o\0" % (entry.mode & 0o777)
+    block[124:148] = b"%011o\0%011o\0" % (size, mtime)
+    block[148:156] = b"        "  # the checksum counts its own field as spaces
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block)
 
 
 def _copy_file(

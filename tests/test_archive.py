@@ -384,3 +384,47 @@ def test_round_trip_property(extractor: str, tree: dict[str, bytes | dict[str, b
         dest = Path(tmp, "dest")
         extract(archive(collect_source(src)), dest)
         assert snapshot(dest) == expected
+
+
+_NAME_CHARS = st.one_of(
+    st.characters(min_codepoint=1, max_codepoint=127, exclude_characters="/"),  # mostly ASCII: the fast path
+    st.characters(codec="utf-8", exclude_characters="\x00/"),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=st.lists(st.text(_NAME_CHARS, min_size=1, max_size=40), min_size=1, max_size=4),
+    is_dir=st.booleans(),
+    size=st.one_of(st.integers(0, 1 << 20), st.integers(8**11 - 2, 8**11 + 2)),
+    mtime=st.one_of(st.floats(0, 2**33, allow_nan=False), st.integers(-5, 5), st.just(float(8**11))),
+    mode=st.integers(0, 0o777),
+)
+def test_header_fast_path_writes_what_tarfile_writes(
+    parts: list[str], is_dir: bool, size: int, mtime: float, mode: int
+) -> None:
+    # The ustar fast path must give tarfile's bytes exactly, and step aside (None) where tarfile would
+    # add a pax record: a long or non-ASCII name, a size or mtime that does not fit in 11 octal digits.
+    from airflow_s3_publisher import archive
+
+    entry = SourceEntry(path=Path("/x"), relpath="/".join(parts), size=size, mtime=mtime, mode=mode, is_dir=is_dir)
+    expected = archive._pax_header(entry)
+    fast = archive._ustar_header(entry)
+    if fast is None:
+        name = entry.relpath + ("/" if is_dir else "")
+        needs_pax = len(name) > 100 or not name.isascii() or (not is_dir and size >= 8**11) or int(mtime) >= 8**11
+        assert needs_pax or int(mtime) < 0
+    else:
+        assert fast == expected
+        assert len(fast) == tarfile.BLOCKSIZE
+
+
+def test_header_fast_path_serves_ordinary_members() -> None:
+    from airflow_s3_publisher import archive
+
+    for is_dir in (False, True):
+        entry = SourceEntry(Path("/x"), "d00/f00001.bin", 4096, 1_700_000_000.5, 0o644, is_dir)
+        fast = archive._ustar_header(entry)
+        assert fast is not None
+        assert fast == archive._pax_header(entry)
+        assert tarfile.TarInfo.frombuf(fast, "utf-8", "surrogateescape").name == "d00/f00001.bin"
