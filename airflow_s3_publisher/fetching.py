@@ -219,9 +219,7 @@ class _Fetch:
         spec = self.spec
         key = spec.key + MANIFEST_NAME
         try:
-            body = (
-                self.client.engine(self.owner, self.logger).open(spec.bucket, key, spec.version_id, self.owner).stream
-            )
+            body = self._open(key).stream
         except S3RequestError as err:
             if spec.checksum_sha256:
                 raise FetchError(

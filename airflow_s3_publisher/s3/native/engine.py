@@ -288,15 +288,9 @@ class NativeEngine:
     def _get_one(
         self, bucket: str, request: GetRequest, on_bytes: Callable[[int], None], stop: threading.Event
     ) -> GetResult:
-        problem = self.unsupported(request.args, operation="GetObject")
-        if problem:
-            raise _refused("GetObject", bucket, request.key, problem)
-        if unsupported_key(request.key):
-            self._tell_boto3(request.key)
+        send = self._getter(bucket, request.key, request.version_id, request.args)
+        if send is None:
             return boto3_download(self._client, bucket, request, on_bytes)
-        store = self._store(bucket, request.args)
-        options = {"version": request.version_id} if request.version_id else None
-        obstore = self._obstore
         counted = 0
 
         def count(total: int) -> None:
@@ -306,7 +300,7 @@ class NativeEngine:
                 counted = total
 
         def get() -> GetResult:
-            answer = obstore.get(store, request.key, options=options)
+            answer = send()
             digest = hashlib.sha256()
             written = 0
             with open(request.path, "wb") as out:
@@ -329,19 +323,10 @@ class NativeEngine:
 
         The request is retried like the others until the body starts; a failure while the body is read is not.
         """
-        args = args or {}
-        problem = self.unsupported(args, operation="GetObject")
-        if problem:
-            raise _refused("GetObject", bucket, key, problem)
-        if unsupported_key(key):
-            self._tell_boto3(key)
+        send = self._getter(bucket, key, version_id, args or {})
+        if send is None:
             return self._client.get_object(bucket, key, version_id, args)
-        store = self._store(bucket, args)
-        options = {"version": version_id} if version_id else None
-        obstore = self._obstore
-        answer = self._attempts(
-            "GetObject", bucket, key, lambda: obstore.get(store, key, options=options), threading.Event()
-        )
+        answer = self._attempts("GetObject", bucket, key, send, threading.Event())
 
         def failed(err: BaseException) -> S3RequestError:
             if not self._is_request_error(err):
@@ -351,6 +336,20 @@ class NativeEngine:
         return ObjectBody(
             NativeBody(iter(answer.stream(min_chunk_size=STREAM_CHUNK)), failed), int(answer.meta["size"])
         )
+
+    def _getter(self, bucket: str, key: str, version_id: str, args: Mapping[str, Any]) -> Callable[[], Any] | None:
+        """The GetObject call for ``key`` (obstore's answer: meta and body), or None where obstore cannot
+        address the key and the boto3 path must serve it; refuses ``args`` the engine cannot send."""
+        problem = self.unsupported(args, operation="GetObject")
+        if problem:
+            raise _refused("GetObject", bucket, key, problem)
+        if unsupported_key(key):
+            self._tell_boto3(key)
+            return None
+        store = self._store(bucket, args)
+        options = {"version": version_id} if version_id else None
+        obstore = self._obstore
+        return lambda: obstore.get(store, key, options=options)
 
     def _tell_boto3(self, key: str) -> None:
         if not self._told_boto3:
