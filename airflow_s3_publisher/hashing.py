@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HashingReader", "HashingWriter", "b64"]
+__all__ = ["HashingReader", "HashingWriter", "PartHashes", "b64"]
 
 #: Bytes read at a time when draining a stream.
 _CHUNK = 1 << 20
@@ -69,3 +69,35 @@ class HashingReader:
     def sha256(self) -> bytes:
         """SHA-256 of everything read so far."""
         return bytes(self._hash.digest())
+
+
+class PartHashes:
+    """SHA-256 of each ``part_size``-byte part of a stream (the last part may be shorter).
+
+    What a multipart upload sends as each part's checksum, computed while the stream is read for
+    another purpose: bytes may arrive in chunks of any size.
+    """
+
+    def __init__(self, part_size: int) -> None:
+        if part_size <= 0:
+            raise ValueError(f"part_size must be positive, not {part_size}")
+        self._part_size = part_size
+        self._hash = hashlib.sha256()
+        self._filled = 0
+        self._done: list[bytes] = []
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        """Hash ``data``, closing each part as it fills."""
+        view = memoryview(data).cast("B")
+        while view:
+            take = min(self._part_size - self._filled, len(view))
+            self._hash.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self._part_size:
+                self._done.append(self._hash.digest())
+                self._hash, self._filled = hashlib.sha256(), 0
+
+    def digests(self) -> list[bytes]:
+        """The parts' digests so far, the part being filled included if it holds any byte."""
+        return [*self._done, self._hash.digest()] if self._filled else list(self._done)

@@ -12,11 +12,13 @@ import io
 import os
 import stat
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from airflow_s3_publisher.exceptions import SourceError, UnsafeArchiveError
 from airflow_s3_publisher.filters import FileFilter
+from airflow_s3_publisher.hashing import PartHashes
 from airflow_s3_publisher.paths import inside, relpath_parts
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "check_unchanged",
     "collect_source",
     "hash_listed",
+    "hash_listed_parts",
     "open_listed",
     "read_listed",
 ]
@@ -350,3 +353,22 @@ def hash_listed(entry: SourceEntry, chunk_size: int = 8 << 20) -> bytes:
     digest = hashlib.sha256()
     read_listed(entry, memoryview(bytearray(min(chunk_size, max(entry.size, 1)))), digest.update)
     return digest.digest()
+
+
+def hash_listed_parts(entry: SourceEntry, part_size: int) -> tuple[bytes, list[bytes]]:
+    """SHA-256 of a file of :func:`collect_source`, whole and per ``part_size``-byte part, in one read.
+
+    The two are computed side by side (the part hashes in a helper thread; hashlib lets go of the GIL),
+    so this takes about as long as :func:`hash_listed`. Refuses the file if it changed since it was listed.
+    """
+    whole = hashlib.sha256()
+    parts = PartHashes(part_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="part-hash") as helper:
+
+        def consume(chunk: memoryview) -> None:
+            pending = helper.submit(parts.update, chunk)
+            whole.update(chunk)
+            pending.result()  # the chunk is reused once this returns
+
+        read_listed(entry, memoryview(bytearray(min(part_size, max(entry.size, 1)))), consume)
+    return whole.digest(), parts.digests()

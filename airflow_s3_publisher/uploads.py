@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_s3_publisher.archive import write_tar_gz
-from airflow_s3_publisher.exceptions import PublishError, S3PublisherError
+from airflow_s3_publisher.exceptions import PublishError, S3PublisherError, S3RequestError
 from airflow_s3_publisher.hashing import HashingWriter, b64
 from airflow_s3_publisher.manifest import MANIFEST_NAME, ManifestEntry, build_manifest
 from airflow_s3_publisher.naming import ARCHIVE_SUFFIX, RunInfo
@@ -25,6 +25,7 @@ from airflow_s3_publisher.sources import (
     changed_error,
     check_unchanged,
     hash_listed,
+    hash_listed_parts,
     open_listed,
     read_listed,
 )
@@ -170,17 +171,33 @@ class Uploader:
 
     def _large_file(self, key: str, entry: SourceEntry, progress: Progress) -> UploadResult:
         # Metadata goes in CreateMultipartUpload, before any byte is sent: hashing the file first is
-        # what lets a multipart object carry its SHA-256 like every other object. The upload hashes
-        # again and must agree, or the file changed in between and nothing is completed.
-        digest = hash_listed(entry)
-        writer = self._writer(key, self.put_args(entry.relpath, archive=False, sha256=digest), on_bytes=progress.add)
+        # what lets a multipart object carry its SHA-256 like every other object. With checksums on,
+        # that read also hashes each part, and S3 checks every part it receives against it: a file that
+        # changed in between is refused part by part, with no second hash of the whole. Without them,
+        # the upload hashes again and must agree.
+        part_size = self.options.part_size
+        parts: list[bytes] = []
+        if self.options.checksums:
+            digest, parts = hash_listed_parts(entry, part_size)
+        else:
+            digest = hash_listed(entry)
+        args = self.put_args(entry.relpath, archive=False, sha256=digest)
+        writer = self._writer(
+            key, args, on_bytes=progress.add, part_sha256=parts, object_sha256=digest if parts else b""
+        )
 
         def send() -> None:
-            read_listed(entry, memoryview(bytearray(self.options.part_size)), writer.write)
+            read_listed(entry, memoryview(bytearray(part_size)), writer.write)
             if not hmac.compare_digest(writer.sha256, digest):
                 raise changed_error(entry, "its SHA-256 differs between two reads")
 
-        result = self._complete(writer, send)
+        try:
+            result = self._complete(writer, send)
+        except S3RequestError as err:
+            # A part refused for its checksum is most likely the file changed since it was hashed.
+            if parts and hash_listed(entry) != digest:
+                raise changed_error(entry, "its SHA-256 differs between two reads") from err
+            raise
         progress.add(0, 1)
         return result
 

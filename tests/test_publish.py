@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import airflow_s3_publisher.s3.client as s3_client_module
+import airflow_s3_publisher.s3.multipart as multipart_module
 import airflow_s3_publisher.uploads as uploads_module
 from airflow_s3_publisher import PublishedResult, Snapshot, fetch, publish
 from airflow_s3_publisher.exceptions import (
@@ -24,6 +25,7 @@ from airflow_s3_publisher.exceptions import (
     S3RequestError,
     SourceError,
 )
+from airflow_s3_publisher.hashing import b64
 from airflow_s3_publisher.manifest import MANIFEST_NAME
 from airflow_s3_publisher.options import MiB, ObjectOptions, TransferOptions
 from airflow_s3_publisher.s3 import S3Client as PublisherClient
@@ -122,26 +124,59 @@ class TestPlain:
         head = s3_admin.head_object(Bucket=bucket, Key="mp/big.bin")
         assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
 
+    @pytest.mark.parametrize("checksums", [True, False], ids=["checksums", "no-checksums"])
     def test_large_file_rewritten_between_hash_and_upload_stores_nothing(
-        self, tmp_path: Path, bucket: str, s3_admin: S3Client, admin_conn: str, monkeypatch: pytest.MonkeyPatch
+        self,
+        checksums: bool,
+        tmp_path: Path,
+        bucket: str,
+        s3_admin: S3Client,
+        admin_conn: str,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        # With checksums, the parts' digests come from the first read and S3 refuses the rewritten part;
+        # without them, the upload hashes the file again. Either way the error names the file.
         big = make_tree(tmp_path / "src", {"big.bin": os.urandom(12 * MiB)}) / "big.bin"
-        real_hash = uploads_module.hash_listed
+        hasher = "hash_listed_parts" if checksums else "hash_listed"
+        real_hash = getattr(uploads_module, hasher)
 
-        def hash_then_rewrite(entry: Any) -> bytes:
-            digest = real_hash(entry)
+        def hash_then_rewrite(*args: Any) -> Any:
+            digests = real_hash(*args)
             # Same size and, restored, the same mtime: only the content tells the change.
             before = big.stat()
             with open(big, "r+b") as handle:
+                handle.seek(7 * MiB)
                 handle.write(b"overwritten")
             os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
-            return digest
+            return digests
 
-        monkeypatch.setattr(uploads_module, "hash_listed", hash_then_rewrite)
+        monkeypatch.setattr(uploads_module, hasher, hash_then_rewrite)
+        transfer = dataclasses.replace(SMALL_PARTS, checksums=checksums)
         with pytest.raises(SourceError, match="big.bin changed while being published.*SHA-256 differs"):
-            publish(tmp_path / "src", bucket=bucket, key="rewritten/", aws_conn_id=admin_conn, transfer=SMALL_PARTS)
+            publish(tmp_path / "src", bucket=bucket, key="rewritten/", aws_conn_id=admin_conn, transfer=transfer)
         assert objects_below(s3_admin, bucket, "rewritten/") == {}
         assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+    def test_large_file_parts_carry_the_first_reads_digests_and_are_not_hashed_again(
+        self, tmp_path: Path, bucket: str, admin_conn: str, requests: Recorder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = os.urandom(12 * MiB + 5)
+        make_tree(tmp_path / "src", {"big.bin": data})
+        hashed: list[int] = []
+        real_sha256 = hashlib.sha256
+
+        def counting_sha256(*args: Any) -> Any:
+            digest = real_sha256(*args)
+            if args:
+                hashed.append(len(args[0]))
+            return digest
+
+        monkeypatch.setattr(multipart_module.hashlib, "sha256", counting_sha256)
+        publish(tmp_path / "src", bucket=bucket, key="p/", client=requests.client(admin_conn), transfer=SMALL_PARTS)
+        assert hashed == []  # the upload hashed nothing: every part's checksum came from the first read
+        sent = [headers.get("x-amz-checksum-sha256") for name, headers in requests.seen if name == "UploadPart"]
+        expected = [b64(real_sha256(data[i : i + 5 * MiB]).digest()) for i in range(0, len(data), 5 * MiB)]
+        assert sorted(sent) == sorted(expected)
 
     def test_progress_reaches_the_source_totals(self, tmp_path: Path, bucket: str, admin_conn: str) -> None:
         data = os.urandom(12 * MiB + 123)

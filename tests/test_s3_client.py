@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import botocore.session
 import pytest
@@ -14,7 +15,7 @@ from airflow_s3_publisher.exceptions import InvalidSpecError, S3RequestError
 from airflow_s3_publisher.options import TransferOptions
 from airflow_s3_publisher.s3 import client as client_module
 from airflow_s3_publisher.s3 import connect
-from tests.support import SAMPLE_FILES, make_tree, read_tree, use_connection
+from tests.support import SAMPLE_FILES, make_tree, read_tree, sha256_b64, use_connection
 from tools.seaweed import ADMIN, READER, WRITE_ONLY_BUCKET, SeaweedServer
 
 if TYPE_CHECKING:
@@ -93,6 +94,29 @@ def test_the_boto3_client_is_made_only_when_a_request_needs_it(
     assert made == ["s3"]
     assert client.raw is copy.raw  # made once, shared
     assert made == ["s3"]
+
+
+@pytest.mark.parametrize("checksums", [True, False], ids=["checksums", "no-checksums"])
+def test_a_body_is_hashed_for_its_signature_only_without_a_checksum(
+    checksums: bool, tmp_path: Path, bucket: str, admin_conn: str, s3_admin: S3Client
+) -> None:
+    # Over plain HTTP botocore signs a hash of every body; the signed x-amz-checksum-sha256 header already
+    # binds it, so with checksums on the body is not hashed a second time (as botocore does over HTTPS).
+    client = connect(admin_conn, options=TransferOptions(checksums=checksums, engine="boto3"))
+    sent: list[tuple[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.append((headers["x-amz-content-sha256"], headers.get("x-amz-checksum-sha256", "")))
+
+    client.raw.meta.events.register("before-send.s3.PutObject", record)
+    publish(make_tree(tmp_path / "out", {"a.txt": b"payload"}), bucket=bucket, key="signed/", client=client)
+    assert s3_admin.get_object(Bucket=bucket, Key="signed/a.txt")["Body"].read() == b"payload"
+    [(content_sha256, checksum)] = sent
+    if checksums:
+        assert (content_sha256, checksum) == ("UNSIGNED-PAYLOAD", sha256_b64(b"payload"))
+    else:
+        assert (content_sha256, checksum) == (hashlib.sha256(b"payload").hexdigest(), "")
 
 
 @pytest.mark.parametrize("deleted_version", [False, True], ids=["missing-key", "deleted-version"])

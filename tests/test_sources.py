@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
@@ -298,3 +299,21 @@ def test_collect_refuses_directory_the_os_cannot_list(tmp_path: Path, monkeypatc
     with pytest.raises(SourceError, match="not readable") as err:
         collect_source(tmp_path)
     assert str(locked) in str(err.value)
+
+
+@pytest.mark.parametrize("size", [1, 5 * 1024 + 17, 3 * 4096], ids=["one-byte", "uneven", "whole-parts"])
+def test_hash_listed_parts_gives_the_whole_and_each_parts_digest(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(data)
+    [entry] = collect_source(tmp_path / "f.bin")
+    whole, parts = sources.hash_listed_parts(entry, 4096)
+    assert whole == hashlib.sha256(data).digest() == sources.hash_listed(entry)
+    assert parts == [hashlib.sha256(data[i : i + 4096]).digest() for i in range(0, size, 4096)]
+
+
+def test_hash_listed_parts_refuses_a_file_that_changed_since_it_was_listed(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"x" * 10_000)
+    [entry] = collect_source(tmp_path / "f.bin")
+    (tmp_path / "f.bin").write_bytes(b"x" * 10_001)
+    with pytest.raises(SourceError, match=r"f\.bin changed while being published"):
+        sources.hash_listed_parts(entry, 4096)

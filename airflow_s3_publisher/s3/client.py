@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -176,10 +176,20 @@ class S3Client:
         *,
         on_bytes: Callable[[int], None] | None = None,
         digest_metadata: str = "",
+        part_sha256: Sequence[bytes] = (),
+        object_sha256: bytes = b"",
     ) -> MultipartWriter:
         """A write-only stream storing what is written as one object (see :class:`MultipartWriter`)."""
         return MultipartWriter(
-            self, bucket, key, self.options, extra=dict(args), on_bytes=on_bytes, digest_metadata=digest_metadata
+            self,
+            bucket,
+            key,
+            self.options,
+            extra=dict(args),
+            on_bytes=on_bytes,
+            digest_metadata=digest_metadata,
+            part_sha256=part_sha256,
+            object_sha256=object_sha256,
         )
 
     def abort_stale_uploads(self, bucket: str, key: str, args: Mapping[str, Any], before: datetime) -> int:
@@ -315,6 +325,10 @@ def connect(
         # (given one, it would go path-style; it still does for bucket names that cannot be hosts).
         style = "virtual" if is_aws_endpoint(endpoint_url) else "path"
         ours["s3"] = {**configured_s3, "addressing_style": style}
+    if opts.checksums and "payload_signing_enabled" not in configured_s3:
+        # Over plain HTTP botocore would hash every body again for the signature; the signed SHA-256
+        # checksum header already binds the body (as botocore decides by itself over HTTPS).
+        ours["s3"] = {**configured_s3, **ours.get("s3", {}), "payload_signing_enabled": False}
     if not opts.checksums:
         ours["request_checksum_calculation"] = "when_required"
         ours["response_checksum_validation"] = "when_required"

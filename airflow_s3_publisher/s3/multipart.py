@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +38,10 @@ class MultipartWriter:
     (a multipart upload's metadata is sent before any byte, so it cannot). On any error the multipart
     upload is aborted, so no incomplete upload is left behind. ``check``, when set, is called before
     every request is started and raises to stop the upload (a cancelled publish).
+
+    ``part_sha256`` and ``object_sha256``, when given, are the digests of each part and of the whole
+    object, computed beforehand from the same source: nothing written is hashed again, and each part is
+    sent with its given checksum, so S3 refuses a part whose bytes differ from those first hashed.
     """
 
     client: S3Client
@@ -48,6 +52,8 @@ class MultipartWriter:
     on_bytes: Callable[[int], None] | None = None
     digest_metadata: str = ""
     check: Callable[[], None] | None = None
+    part_sha256: Sequence[bytes] = ()
+    object_sha256: bytes = b""
     _buffer: bytearray = field(default_factory=bytearray, init=False)
     """The part being filled: grows while it may still be the only one, then a recycled whole part."""
     _filled: int = field(default=0, init=False)
@@ -66,7 +72,8 @@ class MultipartWriter:
         """Buffer ``data``; full parts are handed to upload threads."""
         if self._closed:
             raise PublishError(f"the upload of s3://{self.bucket}/{self.key} was already completed or aborted")
-        self._hash.update(data)
+        if not self.object_sha256:
+            self._hash.update(data)
         self._size += len(data)
         part_size = self.options.part_size
         view = memoryview(data).cast("B")
@@ -94,8 +101,8 @@ class MultipartWriter:
 
     @property
     def sha256(self) -> bytes:
-        """SHA-256 of every byte written so far (the whole object once closed)."""
-        return bytes(self._hash.digest())
+        """SHA-256 of every byte written so far (the whole object once closed); ``object_sha256`` if given."""
+        return self.object_sha256 or bytes(self._hash.digest())
 
     @property
     def size(self) -> int:
@@ -151,7 +158,7 @@ class MultipartWriter:
     def _upload_part(self, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
         args = self._request_args()
         if self.options.checksums:
-            args["ChecksumSHA256"] = b64(hashlib.sha256(chunk).digest())
+            args["ChecksumSHA256"] = b64(self._part_digest(number, chunk))
         with translate_errors("UploadPart", self.bucket, self.key):
             response = self.client.raw.upload_part(
                 Bucket=self.bucket,
@@ -167,6 +174,16 @@ class MultipartWriter:
         if self.options.checksums:
             part["ChecksumSHA256"] = args["ChecksumSHA256"]
         return part
+
+    def _part_digest(self, number: int, chunk: bytes | bytearray) -> bytes:
+        if not self.part_sha256:
+            return hashlib.sha256(chunk).digest()
+        if number > len(self.part_sha256):
+            raise PublishError(
+                f"s3://{self.bucket}/{self.key} received more than the {len(self.part_sha256)} parts hashed "
+                "before its upload: its source grew"
+            )
+        return self.part_sha256[number - 1]
 
     def close(self) -> UploadResult:
         """Upload what is left and complete the object; returns what S3 stored."""
