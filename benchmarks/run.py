@@ -8,7 +8,8 @@ Every upload run gets a fresh, unversioned bucket (warmed with one tiny object s
 allocation is not timed), is checked (object count and bytes) and the bucket is deleted afterwards,
 so every tool meets the same server in the same state. The ``scale-*`` cases run ours alone on
 fewer and more files (and smaller and larger archives) than the main cases, whose runs of ours are
-the middle point of each scaling series. Prints medians, the issue's targets and the scaling
+the middle point of each scaling series; the three points of a series run round by round together
+(their order rotating), so a drift in the machine's speed meets every size alike. Prints medians, the issue's targets and the scaling
 verdicts, writes ``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run
 (no ``--quick``, no ``--only``) also writes ``benchmarks/chart.png``, the chart docs/performance.md shows.
 
@@ -477,44 +478,91 @@ def check_tree(outcome: Outcome, root: Path, data: ds.Dataset, verb: str, ignore
 
 
 # ---------------------------------------------------------------------------------------------- cases
-def run_case(bench: Bench, case: Case, runs: int) -> dict[str, list[dict[str, Any]]]:
-    """Every tool of ``case``, ``runs`` rounds, the tool order rotating each round."""
-    data = bench.data[case.dataset]
-    results: dict[str, list[dict[str, Any]]] = {tool: [] for tool in case.tools}
-    pigz_size: int | None = None
+@dataclass
+class CaseRun:
+    """One case being run: its dataset, what every round shares (a published prefix) and the records."""
+
+    case: Case
+    data: ds.Dataset
+    results: dict[str, list[dict[str, Any]]]
     prefix: dict[str, Any] | None = None
-    prefix_bucket = prefix_error = ""
+    prefix_bucket: str = ""
+    prefix_error: str = ""
+    pigz_size: int | None = None
+
+
+def start_case(bench: Bench, case: Case) -> CaseRun:
+    data = bench.data[case.dataset]
+    run = CaseRun(case, data, {tool: [] for tool in case.tools})
     if case.kind == "fetch-plain":  # one published prefix for every round: publishing it is the slow part
-        prefix_bucket, prefix, prefix_error = prepare_prefix(bench, data)
-    for rnd in range(runs):
-        order = list(case.tools[rnd % len(case.tools) :] + case.tools[: rnd % len(case.tools)])
-        archive: dict[str, Any] | None = prefix
-        fetch_bucket, setup_error = "", prefix_error
-        if case.kind == "fetch":
-            fetch_bucket, archive, setup_error = prepare_archive(bench, data)
-        for tool in order:
-            waited = wait_for_quiet(bench.quiet_wait) if bench.quiet_wait > 0 else 0.0
+        run.prefix_bucket, run.prefix, run.prefix_error = prepare_prefix(bench, data)
+    return run
+
+
+def run_round(bench: Bench, run: CaseRun, rnd: int) -> None:
+    """Round ``rnd`` of a case: each of its tools once, the order rotating with the round."""
+    case, data = run.case, run.data
+    order = list(case.tools[rnd % len(case.tools) :] + case.tools[: rnd % len(case.tools)])
+    archive: dict[str, Any] | None = run.prefix
+    fetch_bucket, setup_error = "", run.prefix_error
+    if case.kind == "fetch":
+        fetch_bucket, archive, setup_error = prepare_archive(bench, data)
+    for tool in order:
+        waited = wait_for_quiet(bench.quiet_wait) if bench.quiet_wait > 0 else 0.0
+        outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
+        if not outcome.ok and refresh_tools(bench):  # a tool vanished under us: put it back, run again
             outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
-            if not outcome.ok and refresh_tools(bench):  # a tool vanished under us: put it back, run again
-                outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
-            if tool == PIGZ and outcome.ok:
-                if pigz_size is None:
-                    pigz_size = gzip_size(bench, data, timeout_for(data))
-                if pigz_size:
-                    outcome.extra["compressed_bytes"] = pigz_size
-                    outcome.extra["compression_ratio"] = data.size / pigz_size
-            record = {"case": case.name, "tool": tool, "round": rnd, "quiet_wait": waited, **asdict(outcome)}
-            bench.records.append(record)
-            results[tool].append(record)
-            _print_run(case, tool, rnd, outcome, data)
-            os.sync()  # nothing a tool wrote stays dirty for the next one to flush
-        if fetch_bucket:
-            bench.drop_bucket(fetch_bucket)
-    if prefix_bucket:
-        bench.drop_bucket(prefix_bucket)
-    bench.server_rss[case.name] = bench.clock.rss()
+        if tool == PIGZ and outcome.ok:
+            if run.pigz_size is None:
+                run.pigz_size = gzip_size(bench, data, timeout_for(data))
+            if run.pigz_size:
+                outcome.extra["compressed_bytes"] = run.pigz_size
+                outcome.extra["compression_ratio"] = data.size / run.pigz_size
+        record = {"case": case.name, "tool": tool, "round": rnd, "quiet_wait": waited, **asdict(outcome)}
+        bench.records.append(record)
+        run.results[tool].append(record)
+        _print_run(case, tool, rnd, outcome, data)
+        os.sync()  # nothing a tool wrote stays dirty for the next one to flush
+    if fetch_bucket:
+        bench.drop_bucket(fetch_bucket)
+
+
+def finish_case(bench: Bench, run: CaseRun) -> dict[str, list[dict[str, Any]]]:
+    if run.prefix_bucket:
+        bench.drop_bucket(run.prefix_bucket)
+    bench.server_rss[run.case.name] = bench.clock.rss()
     bench.discard_spent()
-    return results
+    return run.results
+
+
+def run_group(bench: Bench, cases: Sequence[Case], runs: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every tool of each case, ``runs`` rounds, the tool order rotating each round. Several cases run
+    round by round together, their order rotating too: the points of a scaling
+    series meet the machine in the same state (a drift in its speed, from one case to the next, would
+    otherwise read as a change of speed with the size)."""
+    started = [start_case(bench, case) for case in cases]
+    for rnd in range(runs):
+        for run in started[rnd % len(started) :] + started[: rnd % len(started)]:
+            run_round(bench, run, rnd)
+    return {run.case.name: finish_case(bench, run) for run in started}
+
+
+def plan_groups(cases: Sequence[Case]) -> list[list[Case]]:
+    """``cases`` in order, each scaling series (all of whose points are selected) as one group where its
+    first point would run; every other case alone."""
+    names = {case.name for case in cases}
+    by_name = {case.name: case for case in cases}
+    series_of = {name: s for s in SCALING if set(s.cases) <= names for name in s.cases}
+    groups: list[list[Case]] = []
+    placed: set[str] = set()
+    for case in cases:
+        if case.name in placed:
+            continue
+        series = series_of.get(case.name)
+        members = [by_name[name] for name in series.cases] if series else [case]
+        groups.append(members)
+        placed.update(member.name for member in members)
+    return groups
 
 
 def run_one(
@@ -1024,14 +1072,19 @@ def run_all(
     bench: Bench, cases: Sequence[Case], runs: int, args: argparse.Namespace, started: datetime, began: float
 ) -> int:
     summaries: dict[str, CaseSummary] = {}
-    for case in cases:
+    for group in plan_groups(cases):
         refresh_tools(bench)
-        data = bench.data[case.dataset]
-        title = case.title.format(data=data.description)
-        print(f"\n== {case.name}: {title} ({runs} round{'s' if runs > 1 else ''})", flush=True)
-        results = run_case(bench, case, runs)
-        amount = data.files if case.unit == "files/s" else data.size
-        summaries[case.name] = summarize(case.name, title, case.unit, amount, results, set(case.informational))
+        titles = {case.name: case.title.format(data=bench.data[case.dataset].description) for case in group}
+        for case in group:
+            print(f"\n== {case.name}: {titles[case.name]} ({runs} round{'s' if runs > 1 else ''})", flush=True)
+        if len(group) > 1:
+            print(f"   ({', '.join(titles)} run round by round together)", flush=True)
+        grouped = run_group(bench, group, runs)
+        for case in group:
+            name, results, data = case.name, grouped[case.name], bench.data[case.dataset]
+            amount = data.files if case.unit == "files/s" else data.size
+            summaries[name] = summarize(name, titles[name], case.unit, amount, results, set(case.informational))
+    summaries = {case.name: summaries[case.name] for case in cases}
     refresh_tools(bench)
     targets = evaluate_targets(summaries)
     table = render_table(list(summaries.values()), targets)

@@ -165,6 +165,20 @@ def test_scale_selection_adds_the_middle_points_with_ours_alone() -> None:
         run.select_cases(["nope"])
 
 
+def test_each_scaling_series_runs_as_one_group_where_its_first_point_would() -> None:
+    import run
+
+    groups = [[case.name for case in group] for group in run.plan_groups(run.CASES)]
+    assert groups[0] == ["scale-publish-lo", "plain-small", "scale-publish-hi"]
+    assert ["scale-fetch-lo", "fetch-plain-small", "scale-fetch-hi"] in groups
+    assert ["scale-csv-lo", "compressed-csv", "scale-csv-hi"] in groups
+    assert sorted(name for group in groups for name in group) == sorted(case.name for case in run.CASES)
+    assert all(len(group) in (1, 3) for group in groups)
+    # A series whose points are not all selected is not grouped.
+    partial = run.plan_groups(run.select_cases(["plain-small,scale-publish-lo"]))
+    assert [[case.name for case in group] for group in partial] == [["plain-small"], ["scale-publish-lo"]]
+
+
 def test_datasets_have_the_requested_files_in_100_folders_and_are_reused(tmp_path: Path) -> None:
     sizes = ds.Sizes(
         small_files=20,

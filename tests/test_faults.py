@@ -105,9 +105,7 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fault_proxy(
-    seaweed: SeaweedServer, request: pytest.FixtureRequest, quick_backoff: None
-) -> Iterator[FaultProxy]:
+def fault_proxy(seaweed: SeaweedServer, request: pytest.FixtureRequest, quick_backoff: None) -> Iterator[FaultProxy]:
     """A FaultProxy in front of the session's SeaweedFS, without faults until configured.
 
     Its seed is SEED mixed with the test's name: each test repeats its own sequence of faults. The
