@@ -9,9 +9,10 @@ allocation is not timed), is checked (object count and bytes) and the bucket is 
 so every tool meets the same server in the same state. The ``scale-*`` cases run ours alone on
 fewer and more files (and smaller and larger archives) than the main cases, whose runs of ours are
 the middle point of each scaling series; the three points of a series run round by round together
-(their order rotating), so a drift in the machine's speed meets every size alike. Prints medians, the issue's targets and the scaling
-verdicts, writes ``benchmarks/results/latest.json`` and ``benchmarks/results/chart.png``; a full run
-(no ``--quick``, no ``--only``) also writes ``benchmarks/chart.png``, the chart docs/performance.md shows.
+(their order rotating), so a drift in the machine's speed meets every size alike. Prints medians,
+the issue's targets and the scaling verdicts, writes ``benchmarks/results/latest.json`` and
+``benchmarks/results/chart.png``; a full run (no ``--quick``, no ``--only``) also writes
+``benchmarks/chart.png``, the chart docs/performance.md shows.
 
 ``--profile [CASE]`` instead runs our tool once on one case (default: plain-small) under py-spy and
 prints where its CPU time goes.
