@@ -8,8 +8,8 @@ Every upload run gets a fresh, unversioned bucket (warmed with one tiny object s
 allocation is not timed), is checked (object count and bytes) and the bucket is deleted afterwards,
 so every tool meets the same server in the same state. The ``scale-*`` cases run ours alone on
 fewer and more files (and smaller and larger archives) than the main cases, whose runs of ours are
-the middle point of each scaling series; the three points of a series run round by round together
-(their order rotating), so a drift in the machine's speed meets every size alike. Prints medians,
+the middle point of each scaling series; the series run last, the three points of each round by round
+together (their order rotating), so a drift in the machine's speed meets every size alike. Prints medians,
 the issue's targets and the scaling verdicts, writes ``benchmarks/results/latest.json`` and
 ``benchmarks/results/chart.png``; a full run (no ``--quick``, no ``--only``) also writes
 ``benchmarks/chart.png``, the chart docs/performance.md shows.
@@ -549,21 +549,14 @@ def run_group(bench: Bench, cases: Sequence[Case], runs: int) -> dict[str, dict[
 
 
 def plan_groups(cases: Sequence[Case]) -> list[list[Case]]:
-    """``cases`` in order, each scaling series (all of whose points are selected) as one group where its
-    first point would run; every other case alone."""
+    """Each case of ``cases`` alone, in order, then each scaling series all of whose points are selected,
+    as one group. The series come last: their 100,000 objects and 4 GiB archives leave SeaweedFS at its
+    memory limit, which would weigh on every case after them."""
     names = {case.name for case in cases}
     by_name = {case.name: case for case in cases}
-    series_of = {name: s for s in SCALING if set(s.cases) <= names for name in s.cases}
-    groups: list[list[Case]] = []
-    placed: set[str] = set()
-    for case in cases:
-        if case.name in placed:
-            continue
-        series = series_of.get(case.name)
-        members = [by_name[name] for name in series.cases] if series else [case]
-        groups.append(members)
-        placed.update(member.name for member in members)
-    return groups
+    series = [[by_name[name] for name in s.cases] for s in SCALING if set(s.cases) <= names]
+    grouped = {case.name for group in series for case in group}
+    return [[case] for case in cases if case.name not in grouped] + series
 
 
 def run_one(
