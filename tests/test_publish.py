@@ -171,9 +171,21 @@ class TestPlain:
                 hashed.append(len(args[0]))
             return digest
 
+        writers: list[Any] = []
+        real_writer = s3_client_module.MultipartWriter
+
+        def recording_writer(*args: Any, **kwargs: Any) -> Any:
+            writers.append(real_writer(*args, **kwargs))
+            return writers[-1]
+
         monkeypatch.setattr(multipart_module.hashlib, "sha256", counting_sha256)
+        monkeypatch.setattr(s3_client_module, "MultipartWriter", recording_writer)
         publish(tmp_path / "src", bucket=bucket, key="p/", client=requests.client(admin_conn), transfer=SMALL_PARTS)
-        assert hashed == []  # the upload hashed nothing: every part's checksum came from the first read
+        # The upload hashed nothing: no part was hashed, and the writer's own running hash saw no byte.
+        assert hashed == []
+        [writer] = writers
+        assert writer.size == len(data)
+        assert writer._hash.digest() == real_sha256().digest()
         sent = [headers.get("x-amz-checksum-sha256") for name, headers in requests.seen if name == "UploadPart"]
         expected = [b64(real_sha256(data[i : i + 5 * MiB]).digest()) for i in range(0, len(data), 5 * MiB)]
         assert sorted(sent) == sorted(expected)
