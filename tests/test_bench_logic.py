@@ -181,6 +181,46 @@ def test_each_scaling_series_runs_as_one_group_after_the_other_cases() -> None:
     assert [[case.name for case in group] for group in partial] == [["plain-small"], ["scale-publish-lo"]]
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-up", "no-warm-up"])
+def test_a_case_starts_with_one_uncounted_run_of_its_first_tool(warm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import run
+    from benchlib.runners import Outcome
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_run_one(bench: object, case: run.Case, tool: str, data: object, rnd: int, *_: object) -> Outcome:
+        calls.append((case.name, tool, rnd))
+        return Outcome(ok=True, seconds=1.0)
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    monkeypatch.setattr(run.os, "sync", lambda: None)
+    cases = [run.CASE_BY_NAME[name] for name in ("scale-publish-lo", "plain-small")]
+    bench = run.Bench(
+        server=None,  # type: ignore[arg-type]
+        target=None,  # type: ignore[arg-type]
+        admin=None,  # type: ignore[arg-type]
+        workdir=Path("unused"),
+        logs=Path("unused"),
+        data={
+            "small-lo": ds.Dataset("small-lo", Path("unused"), 1_000, 4_096_000, "1k"),
+            "small": ds.Dataset("small", Path("unused"), 10_000, 40_960_000, "10k"),
+        },
+        binaries={},
+        deadline=float("inf"),
+        install=False,
+        warm_up=warm,
+    )
+    monkeypatch.setattr(run.Bench, "clock", property(lambda self: type("Clock", (), {"rss": lambda _: None})()))
+    results = run.run_group(bench, cases, runs=1)
+    warm_ups = [call for call in calls if call[2] == -1]
+    assert warm_ups == ([("plain-small", "ours", -1)] if warm else [])  # scale-* cases run on a warm server
+    assert calls[: len(warm_ups)] == warm_ups  # before any counted run
+    counted = [call for call in calls if call[2] != -1]
+    assert len(counted) == 1 + len(run.CASE_BY_NAME["plain-small"].tools)
+    assert [len(records) for records in results["plain-small"].values()] == [1] * len(cases[1].tools)
+    assert all(record["round"] == 0 for record in bench.records)
+
+
 def test_datasets_have_the_requested_files_in_100_folders_and_are_reused(tmp_path: Path) -> None:
     sizes = ds.Sizes(
         small_files=20,
