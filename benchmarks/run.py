@@ -501,14 +501,19 @@ def start_case(bench: Bench, case: Case) -> CaseRun:
     return run
 
 
+def round_source(bench: Bench, run: CaseRun) -> tuple[str, dict[str, Any] | None, str]:
+    """What a round of a fetch case fetches: (bucket to drop after the round, or "", the published
+    result, the setup error). A tar.gz case gets a fresh archive each round; a prefix case shares one."""
+    if run.case.kind == "fetch":
+        return prepare_archive(bench, run.data)
+    return "", run.prefix, run.prefix_error
+
+
 def run_round(bench: Bench, run: CaseRun, rnd: int) -> None:
     """Round ``rnd`` of a case: each of its tools once, the order rotating with the round."""
     case, data = run.case, run.data
     order = list(case.tools[rnd % len(case.tools) :] + case.tools[: rnd % len(case.tools)])
-    archive: dict[str, Any] | None = run.prefix
-    fetch_bucket, setup_error = "", run.prefix_error
-    if case.kind == "fetch":
-        fetch_bucket, archive, setup_error = prepare_archive(bench, data)
+    fetch_bucket, archive, setup_error = round_source(bench, run)
     for tool in order:
         waited = wait_for_quiet(bench.quiet_wait) if bench.quiet_wait > 0 else 0.0
         outcome = run_one(bench, case, tool, data, rnd, archive, setup_error)
@@ -558,9 +563,7 @@ def warm_up(bench: Bench, run: CaseRun) -> None:
     does once for a new kind of work (a 1 GiB upload right after start-up cost SeaweedFS 12.2 s of CPU,
     the same upload later 10.5 s); the first tool of round 0 is always ours."""
     case = run.case
-    archive, setup_error, fetch_bucket = run.prefix, run.prefix_error, ""
-    if case.kind == "fetch":
-        fetch_bucket, archive, setup_error = prepare_archive(bench, run.data)
+    fetch_bucket, archive, setup_error = round_source(bench, run)
     outcome = run_one(bench, case, case.tools[0], run.data, -1, archive, setup_error)
     if fetch_bucket:
         bench.drop_bucket(fetch_bucket)
