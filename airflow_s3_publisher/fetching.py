@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,8 +174,6 @@ class _Fetch:
             entries = manifest
         wanted = [e for e in entries if regex is None or regex.search(e.path)]
         paths = {entry.path: safe_join(self.staging, entry.path) for entry in wanted}
-        for path in {path.parent for path in paths.values()}:
-            path.mkdir(parents=True, exist_ok=True)
         progress = Progress(
             spec.uri,
             total_bytes=sum(e.size for e in wanted),
@@ -183,7 +181,7 @@ class _Fetch:
             logger=self.logger,
             on_update=self.on_progress,
         )
-        requests = (GetRequest(spec.key + e.path, paths[e.path], e.version_id, self.owner) for e in wanted)
+        requests = _with_parents(GetRequest(spec.key + e.path, paths[e.path], e.version_id, self.owner) for e in wanted)
         by_path = {entry.path: entry for entry in wanted}
 
         def verify(result: GetResult) -> None:
@@ -238,6 +236,19 @@ class _Fetch:
             if not hmac.compare_digest(actual, sha256_digest(spec.checksum_sha256)):
                 raise _mismatch(f"s3://{spec.bucket}/{key}", spec.version_id, actual, spec.checksum_sha256)
         return parse_manifest(data, f"s3://{spec.bucket}/{key}")
+
+
+def _with_parents(requests: Iterable[GetRequest]) -> Iterator[GetRequest]:
+    """``requests``, each after its file's directory was made. The engines take requests as their workers
+    free up, so the directories are made while the first files download: on a slow file system, making a
+    hundred of them up front could cost more than fetching a thousand small files."""
+    made: set[Path] = set()
+    for request in requests:
+        parent = request.path.parent
+        if parent not in made:
+            parent.mkdir(parents=True, exist_ok=True)
+            made.add(parent)
+        yield request
 
 
 def _mismatch(uri: str, version_id: str, actual: bytes, expected: str) -> ChecksumMismatchError:
