@@ -282,3 +282,23 @@ def test_estimate_uses_the_last_run_and_sets_up_a_prefix_once(tmp_path: Path) ->
     )
     assert history_rates(tmp_path / "missing.json") == ({}, "nominal (no earlier results)")
     assert estimate_minutes([plan], 3, [(10_000, 10_000 * 4096)], rates, quiet_wait=0) > faster / 60
+
+
+def test_compile_bytecode_writes_what_a_child_imports_and_names_what_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from benchlib.runners import compile_bytecode
+
+    package = tmp_path / "lazypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "engine.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+
+    assert compile_bytecode(["lazypkg", "no_such_package_here"]) == ["no_such_package_here"]
+    compiled = Path(importlib.util.cache_from_source(str(package / "engine.py")))
+    assert compiled.is_file()
+    assert compiled.stat().st_size > 0
