@@ -298,3 +298,20 @@ def test_connection_reset_mid_archive_on_the_native_engine_leaves_destination_as
     assert caught.value.bucket == bucket
     assert snapshot(dest) == before
     assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
+
+
+def test_the_folders_of_a_fetched_prefix_are_made_as_their_first_file_is_handed_out(tmp_path: Path) -> None:
+    """The folders of a fetched prefix are made one by one, as the engine takes the requests (on a slow
+    disk, making them all first delayed the first GET), each before the first file that needs it."""
+    from airflow_s3_publisher.s3 import GetRequest
+
+    paths = [tmp_path / "a" / "1", tmp_path / "a" / "2", tmp_path / "b" / "c" / "3"]
+    handed = fetching_module._with_parents(GetRequest(path.name, path) for path in paths)
+
+    assert next(handed).path == paths[0]
+    assert (tmp_path / "a").is_dir()
+    assert not (tmp_path / "b").exists()  # not made before a request needs it
+    assert next(handed).path == paths[1]
+    assert next(handed).path == paths[2]
+    assert (tmp_path / "b" / "c").is_dir()
+    assert next(handed, None) is None
