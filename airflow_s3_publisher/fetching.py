@@ -124,7 +124,8 @@ class _Fetch:
     def _open(self, key: str) -> ObjectBody:
         """A streaming GET of ``key``, pinned to the result's VersionID, through the request engine
         (the native one needs no boto3 client: botocore's model loading is most of a small fetch's set-up)."""
-        return self.client.engine(self.owner, self.logger).open(self.spec.bucket, key, self.spec.version_id, self.owner)
+        engine = self.client.engine(self.owner, self.logger, self.spec.bucket)
+        return engine.open(self.spec.bucket, key, self.spec.version_id, self.owner)
 
     def object(self, *, extract: bool, max_bytes: int) -> None:
         spec = self.spec
@@ -192,7 +193,8 @@ class _Fetch:
             progress.add(0, 1)
 
         try:
-            self.client.engine(self.owner, self.logger).get_many(spec.bucket, requests, progress.add, verify)
+            engine = self.client.engine(self.owner, self.logger, spec.bucket)
+            engine.get_many(spec.bucket, requests, progress.add, verify)
         except S3RequestError as err:
             if manifest is not None and err.is_not_found:
                 missing = (err.key or "")[len(spec.key) :]

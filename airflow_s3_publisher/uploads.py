@@ -148,7 +148,7 @@ class Uploader:
         small = [(key, entry) for key, entry in targets.items() if entry.size <= threshold]
         large = [(key, entry) for key, entry in targets.items() if entry.size > threshold]
         if small:
-            engine = self.client.engine(self.put_args(small[0][1].relpath, archive=False), self.logger)
+            engine = self.client.engine(self.put_args(small[0][1].relpath, archive=False), self.logger, self.bucket)
 
             def on_stored(result: UploadResult) -> None:
                 stored.append(result)
@@ -229,7 +229,7 @@ class Uploader:
         request = PutRequest(self.key + MANIFEST_NAME, body, digest, args)
         try:
             # Through the engine the files went: on the native one, no boto3 client is made for it.
-            (result,) = self.client.engine(args, self.logger).put_many(
+            (result,) = self.client.engine(args, self.logger, self.bucket).put_many(
                 self.bucket, [PutJob(len(body), lambda: request)], lambda _result: None
             )
             return result

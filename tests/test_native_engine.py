@@ -851,6 +851,30 @@ def test_a_missing_obstore_makes_the_client_use_boto3(
         select_engine(client_for(seaweed.endpoint, engine="native"), {}, logging.getLogger("test"))
 
 
+def test_an_engine_chosen_for_a_bucket_builds_one_store_and_keeps_it(
+    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, bucket: str
+) -> None:
+    built: list[str] = []
+    build = NativeEngine._build_store
+
+    def counted(self: NativeEngine, name: str, headers: Any, sse: Any) -> Any:
+        built.append(name)
+        return build(self, name, headers, sse)
+
+    monkeypatch.setattr(NativeEngine, "_build_store", counted)
+    client = client_for(seaweed.endpoint)
+    engine = select_engine(client, {}, logging.getLogger("test"), bucket)
+    assert isinstance(engine, NativeEngine)
+    put_all(engine, bucket, {"kept/a": b"one", "kept/b": b"two"})
+    assert engine.open(bucket, "kept/a").stream.read() == b"one"
+    assert built == [bucket]  # the settings were checked on the store the transfer then used
+
+    built.clear()
+    unknown = engine_for(seaweed.endpoint)  # no bucket yet: a throwaway store checks the settings
+    put_all(unknown, bucket, {"kept/c": b"three"})
+    assert built == ["probe-bucket", bucket]
+
+
 def test_the_client_from_an_airflow_connection_picks_the_native_engine(
     seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, s3_admin: BotoS3Client, bucket: str, tmp_path: Path
 ) -> None:

@@ -226,15 +226,16 @@ class S3Client:
         return aborted
 
     # ------------------------------------------------------------------ many small objects
-    def engine(self, args: Mapping[str, Any], logger: LogLike | None = None) -> Engine:
+    def engine(self, args: Mapping[str, Any], logger: LogLike | None = None, bucket: str = "") -> Engine:
         """The request engine for many small PUTs or GETs that carry ``args``.
 
         ``auto`` takes the native engine when it is installed and can send ``args``, else boto3 (and
         says why in the log); ``native`` raises :class:`InvalidSpecError` when it cannot serve.
+        ``bucket``, when given, is the bucket the requests go to (the native engine prepares it).
         """
         from airflow_s3_publisher.s3.engine import select_engine
 
-        return select_engine(self, args, logger or log)
+        return select_engine(self, args, logger or log, bucket)
 
     def cached_engine(self, name: str, build: Callable[[], Engine]) -> Engine:
         """The engine called ``name`` for this client, built once."""

@@ -82,12 +82,15 @@ def boto3_download(client: S3Client, bucket: str, request: GetRequest, on_bytes:
     return GetResult(request, size, digest.digest())
 
 
-def select_engine(client: S3Client, args: Mapping[str, Any], logger: LogLike) -> Engine:
-    """The engine ``client.options.engine`` asks for, able to send ``args``; see :attr:`TransferOptions.engine`."""
+def select_engine(client: S3Client, args: Mapping[str, Any], logger: LogLike, bucket: str = "") -> Engine:
+    """The engine ``client.options.engine`` asks for, able to send ``args``; see :attr:`TransferOptions.engine`.
+
+    ``bucket``, when given, is where the requests go: a native engine built now prepares its store.
+    """
     wanted = client.options.engine
     if wanted != "boto3":
         try:
-            native = client.cached_engine("native", lambda: _build_native(client))
+            native = client.cached_engine("native", lambda: _build_native(client, bucket))
         except EngineUnavailable as err:
             reason = str(err)
         else:
@@ -102,12 +105,12 @@ def select_engine(client: S3Client, args: Mapping[str, Any], logger: LogLike) ->
     return client.cached_engine("boto3", lambda: BotoEngine(client))
 
 
-def _build_native(client: S3Client) -> Engine:
+def _build_native(client: S3Client, bucket: str) -> Engine:
     try:
         native = importlib.import_module("airflow_s3_publisher.s3.native")
     except ImportError as err:
         raise EngineUnavailable(f"the native engine is not installed ({err})") from err
-    engine: Engine = native.NativeEngine.create(client)
+    engine: Engine = native.NativeEngine.create(client, bucket=bucket)
     return engine
 
 

@@ -81,7 +81,7 @@ class NativeEngine:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def create(cls, client: S3Client, *, concurrency: int | None = None) -> NativeEngine:
+    def create(cls, client: S3Client, *, concurrency: int | None = None, bucket: str = "") -> NativeEngine:
         """Build the engine for ``client``: its endpoint, region, addressing style, TLS verification,
         transfer options and the boto3 session its credentials come from, as :func:`connect` resolved them.
 
@@ -95,6 +95,8 @@ class NativeEngine:
         :param concurrency: requests in flight at once; by default ``client.options.concurrency``, but at
             least :data:`DEFAULT_CONCURRENCY` unless it was set below its default (small requests are
             latency-bound: 32 in flight keep the store busy where boto3's 8 do not).
+        :param bucket: the bucket of the first transfer, if known: its store is the one built to check
+            the settings, and kept (each store costs milliseconds to build, a tenth of a small fetch's set-up).
         :raises EngineUnavailable: obstore is missing or broken, the client has no boto3 session or the
             session no credentials, or a setting (from the connection, its botocore config or the
             environment) cannot be honoured; the message says which.
@@ -146,7 +148,11 @@ class NativeEngine:
             client_options=client_options(parts.scheme, verify, options),
             concurrency=concurrency or concurrency_for(options),
         )
-        engine._build_store("probe-bucket", (), ("", ""))  # settings obstore refuses fail here, not mid-transfer
+        # Settings obstore refuses fail here, not mid-transfer.
+        if bucket:
+            engine._store(bucket, {})
+        else:
+            engine._build_store("probe-bucket", (), ("", ""))
         return engine
 
     def _store(self, bucket: str, args: Mapping[str, Any]) -> Any:
