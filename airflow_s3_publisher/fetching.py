@@ -29,7 +29,7 @@ from airflow_s3_publisher.s3 import GetRequest, GetResult, S3Client, connect
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_s3_publisher.s3 import ObjectBody
+    from airflow_s3_publisher.s3 import Engine, ObjectBody
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,14 @@ class _Fetch:
     logger: LogLike
     on_progress: ProgressCallback | None
 
+    def _engine(self) -> Engine:
+        """The request engine for this fetch's GETs (the native one needs no boto3 client: botocore's
+        model loading is most of a small fetch's set-up)."""
+        return self.client.engine(self.owner, self.logger, self.spec.bucket)
+
     def _open(self, key: str) -> ObjectBody:
-        """A streaming GET of ``key``, pinned to the result's VersionID, through the request engine
-        (the native one needs no boto3 client: botocore's model loading is most of a small fetch's set-up)."""
-        engine = self.client.engine(self.owner, self.logger, self.spec.bucket)
-        return engine.open(self.spec.bucket, key, self.spec.version_id, self.owner)
+        """A streaming GET of ``key``, pinned to the result's VersionID, through the request engine."""
+        return self._engine().open(self.spec.bucket, key, self.spec.version_id, self.owner)
 
     def object(self, *, extract: bool, max_bytes: int) -> None:
         spec = self.spec
@@ -193,8 +196,7 @@ class _Fetch:
             progress.add(0, 1)
 
         try:
-            engine = self.client.engine(self.owner, self.logger, spec.bucket)
-            engine.get_many(spec.bucket, requests, progress.add, verify)
+            self._engine().get_many(spec.bucket, requests, progress.add, verify)
         except S3RequestError as err:
             if manifest is not None and err.is_not_found:
                 missing = (err.key or "")[len(spec.key) :]
